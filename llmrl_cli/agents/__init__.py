@@ -1,0 +1,1 @@
+"""Value-based agents (DQN family) and, later, policy agents. One file per family."""

@@ -1,0 +1,156 @@
+"""DQN and DQN-Prior (Yan et al., ICLR 2025, Sec. 4.1): Q-learning over a candidate set C(s).
+
+C(s) is every admissible action for ``dqn`` and the k actions proposed by the LLM prior for
+``dqn-prior`` (duplicates kept: they carry p_LLM). With a frozen text encoder phi and an MLP Q,
+
+    loss = sum_i ( Q(s_i, a_i) - [ r_i + gamma * (1 - done_i) * max_{a' in C(s'_i)} Q_target(s'_i, a') ] )^2
+
+(summed squared error over the batch, as in the reference code), AdamW, grad-norm clip 1.0,
+soft (tau) or hard (every n steps) target updates. Acting samples a candidate index with
+probability softmax(Q(s, a_i) / alpha) over the k proposals — Proposition 1's direct posterior
+sampling; the paper's code writes alpha=10 as a multiplier, i.e. alpha = 0.1 here — or
+eps-greedy over the candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .qnet import QHead
+
+EXPLORATIONS = ("softmax", "eps-greedy", "greedy")
+
+
+@dataclass
+class DQNConfig:
+    """Hyperparameters; defaults are the paper's Overcooked settings (specs/algorithms.md)."""
+
+    gamma: float = 0.99
+    lr: float = 5e-4
+    weight_decay: float = 0.01  # AdamW's default
+    grad_clip: float = 1.0
+    hidden: int = 64
+    batch_size: int = 64
+    buffer_size: int = 4000
+    target_update: str = "soft"  # "soft" (every step, tau) or "hard" (copy every n steps)
+    tau: float = 0.005
+    target_update_every: int = 20  # gradient steps between hard copies
+    exploration: str = "softmax"  # softmax(Q/alpha) | eps-greedy | greedy over the candidates
+    alpha: float = 0.1
+    epsilon: float = 0.2
+    eval_policy: str = "softmax"  # the paper evaluates with the same softmax(Q/alpha)
+    train_every: int = 5  # episodes between training phases
+    train_iters: int = 40  # gradient steps per training phase
+    train_start: int = 0  # episodes before the first training phase
+    eval_every: int = 20  # episodes between evaluations
+    eval_episodes: int = 10
+    # Standardise encoder features per dimension with the replay buffer's mean/std (refit at
+    # each training phase). Not in the paper (off there): sentence-encoder vectors of
+    # "Observation: ..., Action: ..." differ by ~1e-3 in cosine between actions, which the
+    # MLP barely separates; standardising makes them distinct. See docs/design-notes.md.
+    feature_norm: bool = False
+
+    def validate(self) -> None:
+        for name in ("exploration", "eval_policy"):
+            if getattr(self, name) not in EXPLORATIONS:
+                raise ValueError(f"{name} must be one of {', '.join(EXPLORATIONS)}")
+        if self.target_update not in ("soft", "hard"):
+            raise ValueError("target_update must be soft or hard")
+        for name in ("batch_size", "buffer_size", "train_every", "eval_every", "eval_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.alpha <= 0 or not 0 <= self.epsilon <= 1:
+            raise ValueError("alpha must be > 0 and epsilon in [0, 1]")
+
+
+def choose(q: torch.Tensor, policy: str, cfg: DQNConfig, rng: torch.Generator) -> int:
+    """Index of the candidate to play, given its Q-values ``[n]`` (duplicates included)."""
+    if policy == "greedy":
+        return int(q.argmax())
+    if policy == "eps-greedy":
+        if float(torch.rand((), generator=rng)) < cfg.epsilon:
+            return int(torch.randint(len(q), (), generator=rng))
+        return int(q.argmax())
+    probs = torch.softmax(q.double() / cfg.alpha, dim=0).cpu()
+    return int(torch.multinomial(probs, 1, generator=rng))
+
+
+class DQNAgent:
+    """Q-network, target network and optimiser; ``td_loss`` is the loss in the module docstring."""
+
+    def __init__(self, dim: int, cfg: DQNConfig, device: torch.device) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.q = QHead(dim, cfg.hidden).to(device)
+        self.target = QHead(dim, cfg.hidden).to(device)
+        self.target.load_state_dict(self.q.state_dict())
+        self.optimizer = torch.optim.AdamW(
+            self.q.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.grad_steps = 0
+        self.feature_mean = torch.zeros(dim, device=device)
+        self.feature_std = torch.ones(dim, device=device)
+
+    def fit_normaliser(self, features: torch.Tensor) -> None:
+        """Set the per-dimension standardisation from a sample of features (if enabled)."""
+        if not self.cfg.feature_norm or len(features) < 2:
+            return
+        features = features.to(self.device)
+        std = features.std(dim=0)
+        self.feature_mean = features.mean(dim=0)
+        self.feature_std = std.clamp(min=float(std.mean()) * 0.1 + 1e-6)
+
+    def inputs(self, features: torch.Tensor) -> torch.Tensor:
+        return (features.to(self.device) - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def q_values(self, features: torch.Tensor) -> torch.Tensor:
+        return self.q(self.inputs(features))
+
+    def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """r + gamma (1 - done) max_{a' in C(s')} Q_target(s', a'); padded candidates masked."""
+        with torch.no_grad():
+            next_q = self.target(self.inputs(batch["next_features"]))
+            next_q = next_q.masked_fill(~batch["next_mask"], -torch.inf)
+            best = next_q.max(dim=1).values
+            best = torch.where(batch["next_mask"].any(dim=1), best, torch.zeros_like(best))
+            return batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * best
+
+    def td_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        q = self.q(self.inputs(batch["features"]))
+        return F.mse_loss(q, self.td_target(batch), reduction="sum")
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.td_loss(batch)
+
+    def update(self, batch: dict[str, torch.Tensor]) -> float:
+        """One gradient step; returns the loss."""
+        loss = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.grad_steps += 1
+        if self.cfg.target_update == "soft":
+            with torch.no_grad():
+                for t, p in zip(self.target.parameters(), self.q.parameters()):
+                    t.lerp_(p, self.cfg.tau)
+        elif self.grad_steps % self.cfg.target_update_every == 0:
+            self.target.load_state_dict(self.q.state_dict())
+        return float(loss.detach())
+
+    def state_dict(self) -> dict:
+        return {"q": self.q.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "grad_steps": self.grad_steps,
+                "feature_mean": self.feature_mean, "feature_std": self.feature_std}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q.load_state_dict(state["q"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.grad_steps = state["grad_steps"]
+        self.feature_mean = state["feature_mean"].to(self.device)
+        self.feature_std = state["feature_std"].to(self.device)

@@ -1,0 +1,1 @@
+"""Replay buffer and (later) offline datasets."""

@@ -1,0 +1,32 @@
+"""Text environments behind one interface, and the registry ``make(name, **kwargs)``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import unknown_choice
+from .base import TextEnv
+from .frozenlake import FrozenLakeText
+
+#: name -> (constructor, one-line description)
+REGISTRY: dict[str, tuple[Callable[..., TextEnv], str]] = {
+    "frozenlake": (
+        FrozenLakeText,
+        "gymnasium FrozenLake-v1 in words; 4x4 not slippery, horizon 20 (options: map_name, "
+        "slippery, horizon)",
+    ),
+}
+
+
+def env_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def make(name: str, **kwargs) -> TextEnv:
+    """Build the text environment ``name`` (see ``env_names()``)."""
+    if name not in REGISTRY:
+        raise unknown_choice("env", name, REGISTRY)
+    return REGISTRY[name][0](**kwargs)
+
+
+__all__ = ["TextEnv", "make", "env_names", "REGISTRY"]

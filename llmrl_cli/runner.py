@@ -1,0 +1,355 @@
+"""One run = env x algo x prior x seed: the shared online training loop, CSV and checkpoints.
+
+Every batch step makes one prior call, one encoder call and one Q forward for all
+``num_envs`` environments together. Layout: ``<out>/<experiment>/<env>/<algo>/seed_<n>.csv``,
+with ``seed_<n>.yaml`` (resolved config) and ``seed_<n>.ckpt.pt`` (latest checkpoint) beside it.
+A killed run started again with the same command resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from .agents.dqn import DQNAgent, choose
+from .config import RunConfig, dump_yaml
+from .devices import resolve_device
+from .encoders import TextEncoder, format_pair
+from .envs import TextEnv, make
+from .errors import UserError
+from .priors import ActionPrior, PriorQuery, make_prior
+from .priors.prompts import build_prompt, history_line
+from .data.replay import ReplayBuffer
+from .seeding import seed_everything, stable_seed
+
+CSV_COLUMNS = [
+    "env", "algo", "prior", "k", "seed", "episode", "env_steps", "eval_return", "eval_success",
+    "train_return", "llm_calls", "llm_cache_hits", "wall_s",
+    # extras
+    "train_success", "grad_steps", "loss", "llm_queries", "llm_tokens", "llm_unmatched",
+    "prior_seconds", "encoder_texts", "encoder_hits", "encoder_seconds", "update_seconds",
+    "prior_optimal_rate",
+]
+
+
+@dataclass
+class Slot:
+    """One environment of the batch and its episode in progress."""
+
+    env: TextEnv
+    obs: dict = field(default_factory=dict)
+    history: deque = field(default_factory=lambda: deque(maxlen=3))
+    episode_return: float = 0.0
+    episode_len: int = 0
+    reset_seed: int = 0
+    pending: tuple | None = None  # (features, reward, done) awaiting next-state candidates
+    bootstrap: tuple | None = None  # (obs, history) of a truncated episode's last state
+
+    def reset(self, seed: int) -> None:
+        self.obs, _ = self.env.reset(seed=seed)
+        self.history.clear()
+        self.episode_return, self.episode_len, self.reset_seed = 0.0, 0, seed
+
+
+@dataclass
+class Decision:
+    candidates: list[str]
+    features: torch.Tensor
+    q: torch.Tensor
+    optimal_hit: bool | None
+
+
+class Runner:
+    """Builds the pieces of a run and executes the loop (``run()``)."""
+
+    def __init__(self, cfg: RunConfig, progress: Callable[[int, int, str], None] | None = None,
+                 overwrite: bool = False, log: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.progress = progress or (lambda done, total, msg: None)
+        self.overwrite = overwrite
+        self.log = log
+        self.device = resolve_device(cfg.device)
+        self.csv_path = cfg.stem.with_suffix(".csv")
+        self.yaml_path = cfg.stem.with_suffix(".yaml")
+        self.ckpt_path = cfg.stem.parent / f"{cfg.stem.name}.ckpt.pt"
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _check_existing(self) -> dict | None:
+        """Return a checkpoint to resume from, None to start fresh, or raise on a conflict."""
+        if not self.csv_path.exists() and not self.ckpt_path.exists():
+            return None
+        if self.overwrite:
+            for path in (self.csv_path, self.yaml_path, self.ckpt_path):
+                path.unlink(missing_ok=True)
+            return None
+        old = yaml.safe_load(self.yaml_path.read_text()) if self.yaml_path.exists() else None
+        if old is not None:
+            old_cfg = dict(old)
+            for key in ("device", "out", "prior_cache", "episodes"):
+                old_cfg.pop(key, None)
+            if old_cfg != self.cfg.identity():
+                diff = sorted(k for k in set(old_cfg) | set(self.cfg.identity())
+                              if old_cfg.get(k) != self.cfg.identity().get(k))
+                raise UserError(
+                    f"{self.csv_path} was written by a different configuration (differs in: "
+                    f"{', '.join(diff)}); pass --overwrite to replace it, or use another "
+                    "--experiment or --out"
+                )
+        if not self.ckpt_path.exists():
+            raise UserError(f"{self.csv_path} exists without a checkpoint to resume from; pass "
+                            "--overwrite to replace it, or use another --experiment or --out")
+        return torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        self.encoder = TextEncoder(cfg.encoder, device=self.device, pooling=cfg.pooling)
+        self.prior: ActionPrior = make_prior(cfg, str(self.device))
+        self.agent = DQNAgent(self.encoder.dim, cfg.agent, self.device)
+        self.replay = ReplayBuffer(cfg.agent.buffer_size, self.encoder.dim)
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.slots = [Slot(make(cfg.env, **cfg.env_kwargs)) for _ in range(cfg.num_envs)]
+        n_eval = min(cfg.agent.eval_episodes, 64)  # eval episodes step together as one batch
+        self.eval_slots = [Slot(make(cfg.env, **cfg.env_kwargs)) for _ in range(n_eval)]
+        self.instruction = self.slots[0].env.instruction
+
+    # -- one batch step: one prior call, one encoder call, one Q forward ------------------------
+    def _query(self, obs: dict, history) -> PriorQuery:
+        prompt = build_prompt(self.cfg.env, self.instruction, obs["text"], obs["actions"],
+                              list(history))
+        return PriorQuery(prompt=prompt, actions=tuple(obs["actions"]))
+
+    def decide(self, states: list[tuple[dict, deque, TextEnv | None]]) -> list[Decision]:
+        """Candidates, their features and Q-values for a batch of (obs, history, env) states."""
+        queries = [self._query(obs, hist) for obs, hist, _ in states]
+        proposals = self.prior.propose(queries, self.cfg.k)
+        texts = [format_pair(obs["text"], a) for (obs, _, _), cands in zip(states, proposals)
+                 for a in cands]
+        features = self.encoder.encode(texts)
+        q_all = self.agent.q_values(features).cpu()
+        decisions, start = [], 0
+        for (obs, _, env), cands in zip(states, proposals):
+            end = start + len(cands)
+            hit = None
+            if env is not None and self.track_optimal:
+                hit = any(a in env.optimal_actions() for a in cands)
+            decisions.append(Decision(cands, features[start:end], q_all[start:end], hit))
+            start = end
+        return decisions
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, episode: int) -> tuple[float, float]:
+        cfg, agent_cfg = self.cfg, self.cfg.agent
+        rng = torch.Generator().manual_seed(stable_seed(cfg.seed, "eval", episode))
+        returns, successes = [], []
+        for start in range(0, agent_cfg.eval_episodes, len(self.eval_slots)):
+            live = self.eval_slots[: min(len(self.eval_slots), agent_cfg.eval_episodes - start)]
+            for i, slot in enumerate(live):
+                slot.reset(stable_seed(cfg.seed, "eval-episode", start + i) % 2**31)
+            running = list(live)
+            finished: dict[int, tuple[float, bool]] = {}
+            while running:
+                decisions = self.decide([(s.obs, s.history, None) for s in running])
+                still = []
+                for slot, d in zip(running, decisions):
+                    action = d.candidates[choose(d.q, agent_cfg.eval_policy, agent_cfg, rng)]
+                    obs, reward, terminated, truncated, info = slot.env.step(action)
+                    slot.history.append(history_line(slot.obs["text"], action))
+                    slot.obs = obs
+                    slot.episode_return += reward
+                    if terminated or truncated:
+                        finished[id(slot)] = (slot.episode_return, bool(info.get("success")))
+                    else:
+                        still.append(slot)
+                running = still
+            for slot in live:
+                ret, success = finished[id(slot)]
+                returns.append(ret)
+                successes.append(float(success))
+        return sum(returns) / len(returns), sum(successes) / len(successes)
+
+    # -- training ----------------------------------------------------------------------------
+    def train_phase(self) -> float | None:
+        cfg = self.cfg.agent
+        if len(self.replay) <= cfg.batch_size:
+            return None
+        started = time.perf_counter()
+        self.agent.fit_normaliser(self.replay.features[: len(self.replay)])
+        losses = [self.agent.update(self.replay.sample(cfg.batch_size, self.rng, self.device))
+                  for _ in range(cfg.train_iters)]
+        self.update_seconds += time.perf_counter() - started
+        return sum(losses) / len(losses)
+
+    def _new_episode(self, slot: Slot) -> None:
+        slot.reset(stable_seed(self.cfg.seed, "train-episode", self.episodes_started) % 2**31)
+        self.episodes_started += 1
+
+    def _record(self, episode: int, eval_return: float, eval_success: float) -> dict:
+        p, e = self.prior.stats, self.encoder.stats
+        recent = self.train_returns
+        row = {
+            "env": self.cfg.env, "algo": self.cfg.algo, "prior": self.cfg.prior_label,
+            "k": self.cfg.k, "seed": self.cfg.seed, "episode": episode,
+            "env_steps": self.env_steps, "eval_return": eval_return, "eval_success": eval_success,
+            "train_return": sum(r for r, _ in recent) / len(recent) if recent else "",
+            "llm_calls": p.model_queries, "llm_cache_hits": p.cache_hits,
+            "wall_s": round(self.wall_before + time.perf_counter() - self.started, 3),
+            "train_success": sum(s for _, s in recent) / len(recent) if recent else "",
+            "grad_steps": self.agent.grad_steps,
+            "loss": "" if self.last_loss is None else self.last_loss,
+            "llm_queries": p.queries, "llm_tokens": p.tokens, "llm_unmatched": p.unmatched,
+            "prior_seconds": round(p.seconds, 3), "encoder_texts": e.texts,
+            "encoder_hits": e.hits, "encoder_seconds": round(e.seconds, 3),
+            "update_seconds": round(self.update_seconds, 3),
+            "prior_optimal_rate": (self.optimal_hits / self.optimal_seen
+                                   if self.optimal_seen else ""),
+        }
+        self.train_returns = []
+        new_file = not self.csv_path.exists()
+        with self.csv_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+        return row
+
+    def _save_checkpoint(self, finished: bool) -> None:
+        slots = [
+            {"reset_seed": s.reset_seed, "pending": s.pending, "bootstrap": s.bootstrap,
+             "at_start": s.episode_len == 0}
+            for s in self.slots
+        ]
+        state = {
+            "agent": self.agent.state_dict(), "replay": self.replay.state_dict(),
+            "rng": self.rng.get_state(), "episodes_done": self.episodes_done,
+            "episodes_started": self.episodes_started, "env_steps": self.env_steps,
+            "next_eval": self.next_eval, "next_train": self.next_train,
+            "train_returns": self.train_returns, "last_loss": self.last_loss,
+            "wall_s": self.wall_before + time.perf_counter() - self.started,
+            "update_seconds": self.update_seconds, "prior_stats": self.prior.stats,
+            "encoder_stats": self.encoder.stats, "optimal": (self.optimal_hits, self.optimal_seen),
+            "slots": slots, "finished": finished, "csv_rows": self.csv_rows,
+        }
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    def _restore(self, state: dict) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.replay.load_state_dict(state["replay"])
+        self.rng.set_state(state["rng"])
+        for key in ("episodes_done", "episodes_started", "env_steps", "next_eval", "next_train",
+                    "train_returns", "last_loss", "update_seconds", "csv_rows"):
+            setattr(self, key, state[key])
+        self.wall_before = state["wall_s"]
+        self.prior.stats.__dict__.update(state["prior_stats"].__dict__)
+        self.encoder.stats.__dict__.update(state["encoder_stats"].__dict__)
+        self.optimal_hits, self.optimal_seen = state["optimal"]
+        # drop CSV rows written after the checkpoint (a kill between CSV write and checkpoint)
+        if self.csv_path.exists():
+            lines = self.csv_path.read_text().splitlines(keepends=True)
+            self.csv_path.write_text("".join(lines[: 1 + self.csv_rows]))
+        for slot, saved in zip(self.slots, state["slots"]):
+            if saved["at_start"]:  # an episode boundary: restore exactly
+                slot.reset(saved["reset_seed"])
+                slot.pending, slot.bootstrap = saved["pending"], saved["bootstrap"]
+            else:  # mid-episode: that partial episode is lost; start a new one
+                self._new_episode(slot)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        state = self._check_existing()
+        if state is not None and state["finished"] and state["episodes_done"] >= cfg.episodes:
+            self.log(f"already complete: {self.csv_path} (pass --overwrite to run it again)")
+            return self.csv_path
+        self._build()
+        self.track_optimal = True
+        try:
+            self.slots[0].env.optimal_actions()
+        except NotImplementedError:
+            self.track_optimal = False
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        self.yaml_path.write_text(dump_yaml(cfg))
+        self.started = time.perf_counter()
+        self.wall_before = 0.0
+        self.episodes_done = self.episodes_started = self.env_steps = 0
+        self.next_eval, self.next_train = 0, cfg.agent.train_every
+        self.train_returns: list[tuple[float, bool]] = []
+        self.last_loss: float | None = None
+        self.update_seconds = 0.0
+        self.optimal_hits = self.optimal_seen = 0
+        self.csv_rows = 0
+        if state is not None:
+            self._restore(state)
+            self.log(f"resuming {self.csv_path} from episode {self.episodes_done}")
+        else:
+            for slot in self.slots:
+                self._new_episode(slot)
+        self.progress(self.episodes_done, cfg.episodes, "")
+        while True:
+            if self.episodes_done >= self.next_eval or self.episodes_done >= cfg.episodes:
+                ret, success = self.evaluate(self.episodes_done)
+                self._record(self.episodes_done, ret, success)
+                self.csv_rows += 1
+                self.next_eval = self.episodes_done + cfg.agent.eval_every
+                finished = self.episodes_done >= cfg.episodes
+                self._save_checkpoint(finished)
+                self.progress(self.episodes_done, cfg.episodes,
+                              f"eval return {ret:.3f} success {success:.2f}")
+                if finished:
+                    break
+            self._batch_step()
+        return self.csv_path
+
+    def _batch_step(self) -> None:
+        cfg = self.cfg
+        states = [(s.obs, s.history, s.env) for s in self.slots]
+        boot = [s for s in self.slots if s.bootstrap is not None]
+        states += [(s.bootstrap[0], s.bootstrap[1], None) for s in boot]
+        decisions = self.decide(states)
+        boot_decisions = dict(zip(map(id, boot), decisions[len(self.slots):]))
+        for slot, d in zip(self.slots, decisions):
+            if slot.pending is not None:  # complete the previous transition with C(s')
+                feats, reward, done = slot.pending
+                nxt = boot_decisions[id(slot)] if slot.bootstrap is not None else d
+                self.replay.add(feats, reward, done, nxt.features)
+                slot.pending, slot.bootstrap = None, None
+            if d.optimal_hit is not None:
+                self.optimal_hits += d.optimal_hit
+                self.optimal_seen += 1
+            index = choose(d.q, cfg.agent.exploration, cfg.agent, self.rng)
+            action = d.candidates[index]
+            obs, reward, terminated, truncated, info = slot.env.step(action)
+            self.env_steps += 1
+            slot.episode_len += 1
+            slot.episode_return += reward
+            slot.history.append(history_line(slot.obs["text"], action))
+            if terminated:
+                self.replay.add(d.features[index], reward, True, None)
+            else:
+                slot.pending = (d.features[index], reward, False)
+                if truncated:
+                    slot.bootstrap = (obs, deque(slot.history, maxlen=3))
+            slot.obs = obs
+            if terminated or truncated:
+                self.train_returns.append((slot.episode_return, bool(info.get("success"))))
+                self.episodes_done += 1
+                self._new_episode(slot)
+                if (self.episodes_done >= self.next_train
+                        and self.episodes_done >= cfg.agent.train_start):
+                    loss = self.train_phase()
+                    if loss is not None:
+                        self.last_loss = loss
+                    self.next_train = self.episodes_done + cfg.agent.train_every
+                if self.episodes_done >= self.next_eval or self.episodes_done >= cfg.episodes:
+                    return
+        self.progress(self.episodes_done, cfg.episodes, "")

@@ -1,0 +1,50 @@
+import multiprocessing as mp
+
+from llmrl_cli.priors.cache import ProposalCache, cache_key
+
+
+def test_key_depends_on_every_part():
+    base = dict(model="m", prompt="p", mode="sample", k=5, temperature=1.0, seed=0)
+    keys = {cache_key(**base)}
+    for part, value in [("model", "n"), ("prompt", "q"), ("k", 6), ("temperature", 0.8),
+                        ("seed", 1), ("mode", "score")]:
+        keys.add(cache_key(**{**base, part: value}))
+    assert len(keys) == 7
+
+
+def test_persists_across_instances_and_first_answer_wins(tmp_path):
+    path = tmp_path / "p.sqlite"
+    cache = ProposalCache(path)
+    cache.put_many({"a": ["left", "up"]})
+    cache.put_many({"a": ["changed"]})
+    cache.close()
+    again = ProposalCache(path)
+    assert again.get_many(["a", "b"]) == {"a": ["left", "up"]}
+    assert len(again) == 1
+
+
+def _writer(path, start):
+    cache = ProposalCache(path)
+    for i in range(start, start + 200):
+        cache.put_many({f"k{i}": [i]})
+    cache.close()
+
+
+def test_concurrent_processes_share_one_file(tmp_path):
+    path = tmp_path / "shared.sqlite"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, s)) for s in (0, 100, 200)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    cache = ProposalCache(path)
+    assert len(cache) == 400
+    assert cache.get_many(["k0", "k399"]) == {"k0": [0], "k399": [399]}
+
+
+def test_memory_only_cache(tmp_path):
+    cache = ProposalCache(None)
+    cache.put_many({"x": [1]})
+    assert cache.get_many(["x"]) == {"x": [1]} and len(cache) == 1

@@ -1,0 +1,37 @@
+from llmrl_cli.priors.projection import project_default, project_paper
+
+ACTIONS = ["pick up the tomato", "take the bowl", "walk to the cutting board", "serve nothing"]
+
+
+def test_paper_rule_counts_case_insensitive_substrings():
+    text = "Take the bowl. Then TAKE THE BOWL, then pick up the tomato"
+    assert project_paper(text, ACTIONS) == "take the bowl"
+
+
+def test_paper_rule_ties_go_to_the_later_action():
+    assert project_paper("pick up the tomato or take the bowl", ACTIONS) == "take the bowl"
+
+
+def test_paper_rule_no_match_gives_the_last_action():
+    assert project_paper("dance", ACTIONS) == "serve nothing"
+    assert project_paper("", ["left", "down", "right", "up"]) == "up"
+
+
+def test_default_exact_match_ignores_case_and_punctuation():
+    assert project_default("  Take the Bowl. ", ACTIONS) == "take the bowl"
+
+
+def test_default_prefers_the_longest_whole_word_mention():
+    actions = ["up", "pick up", "pick up the tomato"]
+    assert project_default("I will pick up the tomato now", actions) == "pick up the tomato"
+    # whole words only: "upper" is not "up"
+    assert project_default("the upper shelf", ["up", "down"]) is None
+
+
+def test_default_earliest_mention_breaks_ties():
+    assert project_default("right, then left", ["left", "down", "right", "up"]) == "right"
+
+
+def test_default_word_overlap_then_none():
+    assert project_default("walk to the board", ACTIONS) == "walk to the cutting board"
+    assert project_default("Nothing. What is the next step?", ["left", "down"]) is None
