@@ -24,16 +24,18 @@ ALGOS = {
 PRIOR_MODES = ("sample",)
 PROJECTIONS = ("default", "paper")
 
-#: Per-env settings. Frozen Lake is not in the paper: its preset is ours, chosen so plain DQN
-#: solves the 4x4 map within 300 episodes; the value-learning settings follow the paper's
-#: Overcooked column (batch 64, buffer 4000, soft tau 0.005).
+#: Per-env settings. Frozen Lake is not in the paper: its preset is ours. It keeps the paper's
+#: Overcooked value-learning settings (batch 64, buffer 4000, soft tau 0.005, 40 gradient steps
+#: every 5 episodes) and adds feature standardisation (see DQNConfig.feature_norm), eps-greedy
+#: 0.3 for the baseline and greedy evaluation; with these, dqn solves the 4x4 map in 60-140
+#: episodes over seeds 0-2 (measured; softmax(Q/0.1) evaluation is kept for dqn-prior training).
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "frozenlake": {
         "episodes": 300,
-        "agent": {"train_every": 1, "train_iters": 20, "eval_every": 20, "eval_episodes": 10,
-                  "eval_policy": "greedy"},
+        "agent": {"eval_every": 20, "eval_episodes": 10, "eval_policy": "greedy",
+                  "feature_norm": True},
         "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
             "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
         },
     },
@@ -132,9 +134,14 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
     algo = flags.get("algo", yaml_data.get("algo", RunConfig.algo))
     if algo not in ALGOS:
         raise unknown_choice("algo", algo, ALGOS)
-    merged = _merge(ENV_PRESETS.get(env, {}), yaml_data)
-    per_algo = merged.pop("per_algo", {}) or {}
-    agent_data = _merge(merged.pop("agent", {}) or {}, per_algo.get(algo, {}) or {})
+    agent_data: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
+    for layer in (ENV_PRESETS.get(env, {}), yaml_data):  # preset first, then the YAML
+        layer = dict(layer)
+        per_algo = layer.pop("per_algo", {}) or {}
+        agent_data = _merge(agent_data, layer.pop("agent", {}) or {})
+        agent_data = _merge(agent_data, per_algo.get(algo, {}) or {})
+        merged = _merge(merged, layer)
     agent_data = _merge(agent_data, flags.pop("agent", {}) or {})
     merged = _merge(merged, flags)
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}

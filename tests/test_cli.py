@@ -1,0 +1,69 @@
+import pytest
+
+from llmrl_cli.cli import main
+
+
+def _run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    err = capsys.readouterr().err.strip()
+    return exc.value.code, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (("run", "--env", "lake"), "llmrl: error: unknown env 'lake'; choose one of: frozenlake"),
+    (("run", "--algo", "ppo"), "llmrl: error: unknown algo 'ppo'; choose one of: dqn, dqn-prior"),
+    (("run", "--algo", "dqn-prior", "--prior", "gpt"),
+     "llmrl: error: unknown prior 'gpt'; choose one of: local, uniform"),
+    (("run", "--k", "x"), "llmrl: error: bad value for --k:"),
+    (("run", "--k", "0"), "llmrl: error: --k must be >= 1, got 0"),
+    (("run", "--projection", "fuzzy"),
+     "llmrl: error: unknown projection 'fuzzy'; choose one of: default, paper"),
+    (("run", "--prior-uniform-mix", "1.5"), "llmrl: error: --prior-uniform-mix must be in [0, 1]"),
+    (("run", "--device", "tpu"), "llmrl: error: unknown device 'tpu'; choose one of: auto, cpu, cuda"),
+    (("run", "--bogus"), "llmrl: error: no such option: --bogus; valid options: --algo,"),
+    (("report", "/no/such/folder"), "llmrl: error: results folder '/no/such/folder' does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
+    code, err = _run(capsys, *args)
+    assert code == 2
+    assert err.startswith(message)
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_bad_yaml_and_unknown_setting(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("env: frozenlake\nagent: [unclosed\n")
+    code, err = _run(capsys, "run", "--config", str(bad))
+    assert code == 2 and err.startswith(f"llmrl: error: config file '{bad}' is not valid YAML")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("env: frozenlake\nepisdoes: 3\n")
+    code, err = _run(capsys, "run", "--config", str(typo))
+    assert code == 2 and err.startswith("llmrl: error: unknown setting(s) episdoes; valid run")
+    agent = tmp_path / "agent.yaml"
+    agent.write_text("agent:\n  exploration: boltzmann\n")
+    code, err = _run(capsys, "run", "--config", str(agent))
+    assert code == 2 and "exploration must be one of softmax, eps-greedy, greedy" in err
+
+
+def test_envs_and_priors_list_choices(capsys):
+    main(["envs"])
+    assert capsys.readouterr().out.startswith("frozenlake")
+    main(["priors"])
+    out = capsys.readouterr().out
+    assert out.startswith("uniform") and "\nlocal " in out and "--prior-uniform-mix" in out
+
+
+def test_run_and_report_from_yaml(capsys, tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        "experiment: tiny\nenv: frozenlake\nalgo: dqn\nepisodes: 4\n"
+        f"out: {tmp_path / 'results'}\nagent:\n  eval_every: 2\n  eval_episodes: 1\n"
+    )
+    main(["run", "--config", str(config), "--seed", "3", "--device", "cpu"])
+    csv_path = capsys.readouterr().out.strip()
+    assert csv_path.endswith("tiny/frozenlake/dqn/seed_3.csv")
+    main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "report")])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "| tiny | frozenlake | dqn | uniform | 1 | 4 |" in report
+    assert (tmp_path / "report" / "curve_frozenlake_success.png").stat().st_size > 1000

@@ -1,0 +1,59 @@
+import math
+
+import pandas as pd
+import pytest
+
+from llmrl_cli.report import ci95, load_results, summary_table, write_report
+from llmrl_cli.runner import CSV_COLUMNS
+
+
+def _write(root, algo, seed, successes, returns, calls=0, hits=0):
+    rows = []
+    for i, (s, r) in enumerate(zip(successes, returns)):
+        row = dict.fromkeys(CSV_COLUMNS, 0)
+        row.update(env="frozenlake", algo=algo, prior="uniform" if algo == "dqn" else "local",
+                   k=5, seed=seed, episode=10 * i, env_steps=100 * i + seed, eval_success=s,
+                   eval_return=r, llm_calls=calls, llm_cache_hits=hits, wall_s=10.0 + seed)
+        rows.append(row)
+    path = root / "exp" / "frozenlake" / algo / f"seed_{seed}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    _write(tmp_path, "dqn", 0, [0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+    _write(tmp_path, "dqn", 1, [0.0, 0.0, 0.6], [0.0, 0.0, 0.6])
+    _write(tmp_path, "dqn", 2, [0.0, 1.0, 0.8], [0.0, 1.0, 0.8])
+    _write(tmp_path, "dqn-prior", 0, [0.0, 0.2], [0.0, 0.2], calls=30, hits=70)
+    return tmp_path
+
+
+def test_ci95_uses_student_t():
+    values = pd.Series([1.0, 0.6, 0.8])
+    assert ci95(values) == pytest.approx(4.303 * 0.2 / math.sqrt(3))
+    assert math.isnan(ci95(pd.Series([1.0])))
+
+
+def test_summary_numbers(tree):
+    table = summary_table(load_results(tree)).set_index("algo")
+    dqn = table.loc["dqn"]
+    assert dqn.seeds == 3 and dqn.episodes == 20
+    assert dqn.success_mean == pytest.approx(0.8)
+    assert dqn.success_std == pytest.approx(0.2)
+    assert dqn.best_success_mean == pytest.approx((1.0 + 0.6 + 1.0) / 3)
+    assert dqn.env_steps == pytest.approx(201.0)
+    prior = table.loc["dqn-prior"]
+    assert prior.seeds == 1 and prior.success_mean == pytest.approx(0.2)
+    assert prior.llm_cache_hit_rate == pytest.approx(0.7)
+
+
+def test_report_files(tree, tmp_path):
+    path = write_report(tree, tmp_path / "out")
+    text = path.read_text()
+    assert "| exp | frozenlake | dqn | uniform | 3 | 20 | 201 | 0.800 ± 0.200 |" in text
+    assert "![curve_frozenlake_success](curve_frozenlake_success.png)" in text
+    curves = pd.read_csv(tmp_path / "out" / "curves.csv")
+    mid = curves[(curves.algo == "dqn") & (curves.episode == 10)].iloc[0]
+    assert mid.success_mean == pytest.approx(0.5) and mid.env_steps == pytest.approx(101.0)
+    assert (tmp_path / "out" / "curve_frozenlake_success.png").stat().st_size > 1000

@@ -1,0 +1,110 @@
+import csv
+
+import pandas as pd
+import pytest
+
+from llmrl_cli.config import build_config
+from llmrl_cli.errors import UserError
+from llmrl_cli.runner import CSV_COLUMNS, Runner
+
+REQUIRED = ["env", "algo", "prior", "k", "seed", "episode", "env_steps", "eval_return",
+            "eval_success", "train_return", "llm_calls", "llm_cache_hits", "wall_s"]
+# wall times, and the encoder cache split (its cache is rebuilt, not checkpointed, on resume)
+TIMING = ["wall_s", "prior_seconds", "encoder_seconds", "update_seconds", "encoder_hits"]
+
+
+def _cfg(tmp_path, **kw):
+    agent = {"eval_every": 5, "eval_episodes": 2, **kw.pop("agent", {})}
+    return build_config(env="frozenlake", algo="dqn", episodes=kw.pop("episodes", 15), seed=0,
+                        out=str(tmp_path / "results"), device="cpu", agent=agent, **kw)
+
+
+def _table(path):
+    return pd.read_csv(path).drop(columns=TIMING)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_run_writes_csv_config_and_checkpoint(tmp_path):
+    cfg = _cfg(tmp_path)
+    path = Runner(cfg, log=lambda *_: None).run()
+    assert path == tmp_path / "results" / "default" / "frozenlake" / "dqn" / "seed_0.csv"
+    df = pd.read_csv(path)
+    assert list(df.columns) == CSV_COLUMNS and set(REQUIRED) <= set(df.columns)
+    assert list(df.episode) == [0, 5, 10, 15]
+    assert (df.prior == "uniform").all() and (df.llm_calls == 0).all()
+    assert df.env_steps.is_monotonic_increasing and df.env_steps.iloc[-1] >= 15
+    assert set(df.eval_success) <= {0.0, 0.5, 1.0}
+    saved = (path.parent / "seed_0.yaml").read_text()
+    assert "algo: dqn" in saved and "feature_norm: true" in saved
+    assert (path.parent / "seed_0.ckpt.pt").exists()
+
+
+def test_same_seed_same_csv(tmp_path):
+    a = Runner(_cfg(tmp_path / "a"), log=lambda *_: None).run()
+    b = Runner(_cfg(tmp_path / "b"), log=lambda *_: None).run()
+    pd.testing.assert_frame_equal(_table(a), _table(b))
+
+
+@pytest.mark.parametrize("kill_at", [5, 10])
+def test_killed_run_resumes_to_the_same_result(tmp_path, kill_at):
+    reference = Runner(_cfg(tmp_path / "ref"), log=lambda *_: None).run()
+
+    def progress(done, total, msg):
+        if msg and done == kill_at:  # right after the checkpoint at this eval point
+            raise Killed
+
+    cfg = _cfg(tmp_path / "killed")
+    with pytest.raises(Killed):
+        Runner(cfg, progress=progress, log=lambda *_: None).run()
+    rows = list(csv.DictReader(cfg.stem.with_suffix(".csv").open()))
+    assert [int(r["episode"]) for r in rows] == list(range(0, kill_at + 1, 5))
+    logs = []
+    resumed = Runner(cfg, log=logs.append).run()
+    assert logs == [f"resuming {resumed} from episode {kill_at}"]
+    pd.testing.assert_frame_equal(_table(resumed), _table(reference))
+
+
+def test_finished_run_is_not_overwritten(tmp_path):
+    cfg = _cfg(tmp_path)
+    path = Runner(cfg, log=lambda *_: None).run()
+    before = path.read_text()
+    logs = []
+    Runner(cfg, log=logs.append).run()
+    assert path.read_text() == before and "already complete" in logs[0]
+
+
+def test_longer_budget_extends_a_finished_run(tmp_path):
+    path = Runner(_cfg(tmp_path, episodes=10), log=lambda *_: None).run()
+    Runner(_cfg(tmp_path, episodes=15), log=lambda *_: None).run()
+    assert list(pd.read_csv(path).episode) == [0, 5, 10, 15]
+
+
+def test_different_config_is_refused_unless_overwrite(tmp_path):
+    Runner(_cfg(tmp_path), log=lambda *_: None).run()
+    other = _cfg(tmp_path, agent={"lr": 1e-3})
+    with pytest.raises(UserError, match=r"different configuration \(differs in: agent\)"):
+        Runner(other, log=lambda *_: None).run()
+    path = Runner(other, overwrite=True, log=lambda *_: None).run()
+    assert "lr: 0.001" in (path.parent / "seed_0.yaml").read_text()
+
+
+def test_num_envs_steps_envs_together(tmp_path):
+    cfg = _cfg(tmp_path, num_envs=4, episodes=12, agent={"eval_every": 4})
+    runner = Runner(cfg, log=lambda *_: None)
+    path = runner.run()
+    df = pd.read_csv(path)
+    assert list(df.episode)[:1] == [0] and df.episode.iloc[-1] >= 12
+    # one prior call per batch step: 4 states per call while training
+    assert runner.prior.stats.queries >= 4 * (runner.prior.stats.calls - 50)
+
+
+@pytest.mark.slow
+def test_dqn_solves_frozenlake_within_300_episodes(tmp_path):
+    cfg = build_config(env="frozenlake", algo="dqn", seed=0, out=str(tmp_path), device="cpu")
+    assert cfg.episodes == 300
+    df = pd.read_csv(Runner(cfg, log=lambda *_: None).run())
+    assert df.eval_success.max() >= 0.8
+    assert df.eval_success.iloc[-1] >= 0.8
