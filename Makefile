@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 # The first run: DQN-Prior with the embedded SmolLM2 prior on Frozen Lake, then its report.
 run: install
-	$(BIN)/llmrl run --env frozenlake --algo dqn-prior --episodes 100 --experiment first-run
+	$(BIN)/llmrl run --config experiments/frozenlake.yaml --algo dqn-prior --episodes 100 --experiment first-run
 	$(BIN)/llmrl report results/first-run
 
 # Fast tests (default, a few minutes). `make test-slow`: the slow end-to-end ones (CI runs both).

@@ -108,3 +108,15 @@ def test_dqn_solves_frozenlake_within_300_episodes(tmp_path):
     df = pd.read_csv(Runner(cfg, log=lambda *_: None).run())
     assert df.eval_success.max() >= 0.8
     assert df.eval_success.iloc[-1] >= 0.8
+
+
+@pytest.mark.parametrize("algo", ["dqn", "dqn-prior"])
+def test_experiment_yaml_matches_the_builtin_preset(algo):
+    from llmrl_cli.config import load_yaml
+    from tests.conftest import ROOT
+
+    data = load_yaml(ROOT / "experiments" / "frozenlake.yaml")
+    from_yaml = build_config(data, algo=algo)
+    builtin = build_config(env="frozenlake", algo=algo, experiment="frozenlake",
+                           env_kwargs={"map_name": "4x4", "slippery": False, "horizon": 20})
+    assert from_yaml == builtin

@@ -50,7 +50,7 @@ class DQNConfig:
     # Standardise encoder features per dimension with the replay buffer's mean/std (refit at
     # each training phase). Not in the paper (off there): sentence-encoder vectors of
     # "Observation: ..., Action: ..." differ by ~1e-3 in cosine between actions, which the
-    # MLP barely separates; standardising makes them distinct. See docs/design-notes.md.
+    # MLP barely separates; standardising makes them distinct (README, "Where we differ").
     feature_norm: bool = False
 
     def validate(self) -> None:
