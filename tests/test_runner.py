@@ -120,3 +120,29 @@ def test_experiment_yaml_matches_the_builtin_preset(algo):
     builtin = build_config(env="frozenlake", algo=algo, experiment="frozenlake",
                            env_kwargs={"map_name": "4x4", "slippery": False, "horizon": 20})
     assert from_yaml == builtin
+
+
+@pytest.mark.slow
+def test_dqn_prior_with_the_embedded_llm_end_to_end(tmp_path):
+    cfg = build_config(env="frozenlake", algo="dqn-prior", seed=0, out=str(tmp_path),
+                       device="cpu", episodes=4, agent={"eval_every": 2, "eval_episodes": 1})
+    runner = Runner(cfg, log=lambda *_: None)
+    df = pd.read_csv(runner.run())
+    assert list(df.episode) == [0, 2, 4]
+    assert (df.prior == "local").all() and (df.k == 5).all()
+    assert df.llm_calls.iloc[-1] > 0 and df.llm_calls.is_monotonic_increasing
+    stats = runner.prior.stats
+    assert 0 < stats.model_queries <= stats.queries - stats.cache_hits
+    assert 0.0 <= df.prior_optimal_rate.iloc[-1] <= 1.0
+    # a second run of the same seed in a new experiment is answered from the proposal cache
+    again = build_config(env="frozenlake", algo="dqn-prior", seed=0, out=str(tmp_path),
+                         device="cpu", episodes=4, experiment="again",
+                         agent={"eval_every": 2, "eval_episodes": 1})
+    second = Runner(again, log=lambda *_: None)
+    df2 = pd.read_csv(second.run())
+    assert second.prior.stats.model_queries == 0
+    pd.testing.assert_frame_equal(
+        df.drop(columns=["wall_s", "prior_seconds", "encoder_seconds", "update_seconds",
+                         "llm_calls", "llm_cache_hits", "llm_tokens"]),
+        df2.drop(columns=["wall_s", "prior_seconds", "encoder_seconds", "update_seconds",
+                          "llm_calls", "llm_cache_hits", "llm_tokens"]))
