@@ -97,7 +97,10 @@ def plot_curves(curve: pd.DataFrame, out: Path, metric: str = "success") -> list
             label = f"{key[1]} ({key[2]})" + ("" if key[0] == "default" else f" [{key[0]}]")
             mean, half = g[f"{metric}_mean"], g[f"{metric}_ci95"].fillna(0.0)
             ax.plot(g["env_steps"], mean, marker="o", ms=3, label=f"{label}, n={g['seeds'].max()}")
-            ax.fill_between(g["env_steps"], mean - half, mean + half, alpha=0.2)
+            low, high = mean - half, mean + half
+            if metric == "success":  # a rate: the band cannot leave [0, 1]
+                low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)
+            ax.fill_between(g["env_steps"], low, high, alpha=0.2)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(f"eval {metric}")
         ax.set_title(f"{env}: eval {metric} (mean, 95% CI over seeds)")
