@@ -28,7 +28,7 @@ PROJECTIONS = ("default", "paper")
 #: Overcooked value-learning settings (batch 64, buffer 4000, soft tau 0.005, 40 gradient steps
 #: every 5 episodes) and adds feature standardisation (see DQNConfig.feature_norm), eps-greedy
 #: 0.3 for the baseline and greedy evaluation; with these, dqn solves the 4x4 map in 60-140
-#: episodes over seeds 0-2 (measured; softmax(Q/0.1) evaluation is kept for dqn-prior training).
+#: episodes over seeds 0-2 (measured). dqn-prior keeps the paper's softmax(Q/0.1) exploration.
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "frozenlake": {
         "episodes": 300,
@@ -40,6 +40,10 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+#: Settings that do not change a run's results (a run may resume or extend across them).
+NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes")
 
 
 @dataclass
@@ -90,10 +94,7 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """What decides the results (used to refuse resuming a different run's files)."""
-        d = self.to_dict()
-        for key in ("device", "out", "prior_cache", "episodes"):
-            d.pop(key)
-        return d
+        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_KEYS}
 
 
 def _merge(base: dict, update: dict) -> dict:

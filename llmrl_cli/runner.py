@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from .agents.dqn import DQNAgent, choose
-from .config import RunConfig, dump_yaml
+from .config import NON_IDENTITY_KEYS, RunConfig, dump_yaml
 from .devices import resolve_device
 from .encoders import TextEncoder, format_pair
 from .envs import TextEnv, make
@@ -92,12 +92,11 @@ class Runner:
             return None
         old = yaml.safe_load(self.yaml_path.read_text()) if self.yaml_path.exists() else None
         if old is not None:
-            old_cfg = dict(old)
-            for key in ("device", "out", "prior_cache", "episodes"):
-                old_cfg.pop(key, None)
-            if old_cfg != self.cfg.identity():
-                diff = sorted(k for k in set(old_cfg) | set(self.cfg.identity())
-                              if old_cfg.get(k) != self.cfg.identity().get(k))
+            old_cfg = {k: v for k, v in old.items() if k not in NON_IDENTITY_KEYS}
+            new_cfg = self.cfg.identity()
+            if old_cfg != new_cfg:
+                diff = sorted(k for k in set(old_cfg) | set(new_cfg)
+                              if old_cfg.get(k) != new_cfg.get(k))
                 raise UserError(
                     f"{self.csv_path} was written by a different configuration (differs in: "
                     f"{', '.join(diff)}); pass --overwrite to replace it, or use another "

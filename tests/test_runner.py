@@ -91,14 +91,26 @@ def test_different_config_is_refused_unless_overwrite(tmp_path):
     assert "lr: 0.001" in (path.parent / "seed_0.yaml").read_text()
 
 
-def test_num_envs_steps_envs_together(tmp_path):
+def test_num_envs_steps_envs_together(tmp_path, monkeypatch):
+    from llmrl_cli.priors import UniformPrior
+
+    sizes = []
+    original = UniformPrior.propose
+
+    def recording(self, queries, k):
+        sizes.append(len(queries))
+        return original(self, queries, k)
+
+    monkeypatch.setattr(UniformPrior, "propose", recording)
     cfg = _cfg(tmp_path, num_envs=4, episodes=12, agent={"eval_every": 4})
-    runner = Runner(cfg, log=lambda *_: None)
-    path = runner.run()
+    path = Runner(cfg, log=lambda *_: None).run()
     df = pd.read_csv(path)
     assert list(df.episode)[:1] == [0] and df.episode.iloc[-1] >= 12
-    # one prior call per batch step: 4 states per call while training
-    assert runner.prior.stats.queries >= 4 * (runner.prior.stats.calls - 50)
+    # one prior call per batch step: training calls carry all 4 envs (plus any truncated
+    # last states), eval calls at most the 2 eval episodes
+    train_calls = [n for n in sizes if n >= 4]
+    assert all(n <= 2 or n >= 4 for n in sizes)
+    assert 4 * len(train_calls) >= df.env_steps.iloc[-1] > len(train_calls)
 
 
 @pytest.mark.slow
@@ -141,8 +153,7 @@ def test_dqn_prior_with_the_embedded_llm_end_to_end(tmp_path):
     second = Runner(again, log=lambda *_: None)
     df2 = pd.read_csv(second.run())
     assert second.prior.stats.model_queries == 0
-    pd.testing.assert_frame_equal(
-        df.drop(columns=["wall_s", "prior_seconds", "encoder_seconds", "update_seconds",
-                         "llm_calls", "llm_cache_hits", "llm_tokens"]),
-        df2.drop(columns=["wall_s", "prior_seconds", "encoder_seconds", "update_seconds",
-                          "llm_calls", "llm_cache_hits", "llm_tokens"]))
+    prior_counters = ["wall_s", "prior_seconds", "encoder_seconds", "update_seconds",
+                      "llm_calls", "llm_cache_hits", "llm_tokens"]
+    pd.testing.assert_frame_equal(df.drop(columns=prior_counters),
+                                  df2.drop(columns=prior_counters))
