@@ -40,9 +40,16 @@ def _quiet_libraries() -> None:
 def run(
     env: Optional[str] = typer.Option(None, help="environment (see `llmrl envs`)"),
     algo: Optional[str] = typer.Option(None, help="dqn | dqn-prior"),
-    prior: Optional[str] = typer.Option(None, help="uniform | local (see `llmrl priors`)"),
-    prior_model: Optional[str] = typer.Option(None, help="local model folder or .gguf file"),
-    prior_mode: Optional[str] = typer.Option(None, help="sample"),
+    prior: Optional[str] = typer.Option(
+        None, help="uniform | local | vllm | expert-mix:EPS (see `llmrl priors`)"),
+    prior_model: Optional[str] = typer.Option(
+        None, help="local: model folder or .gguf file; vllm: the served model name"),
+    prior_url: Optional[str] = typer.Option(
+        None, help="vllm server (default http://127.0.0.1:8000)"),
+    prior_mode: Optional[str] = typer.Option(
+        None, help="sample (k completions, projected) | score (p over admissible actions)"),
+    prior_permutations: Optional[int] = typer.Option(
+        None, help="score mode: average over N orderings of the actions in the prompt (1)"),
     prior_uniform_mix: Optional[float] = typer.Option(
         None, help="smooth the prior: (1-EPS)*p_LLM + EPS*uniform (default 0, off)"),
     projection: Optional[str] = typer.Option(None, help="default | paper"),
@@ -66,12 +73,16 @@ def run(
     """Train one agent: env x algo x prior x seed -> CSV, config and checkpoint."""
     from .config import build_config, load_yaml
 
-    flags = dict(env=env, algo=algo, prior=prior, prior_model=prior_model, prior_mode=prior_mode,
+    flags = dict(env=env, algo=algo, prior=prior, prior_model=prior_model, prior_url=prior_url,
+                 prior_mode=prior_mode, prior_permutations=prior_permutations,
                  prior_uniform_mix=prior_uniform_mix, projection=projection,
                  chat_template=chat_template, temperature=temperature, top_p=top_p, k=k,
                  episodes=episodes, seed=seed, num_envs=num_envs, device=device, encoder=encoder,
                  experiment=experiment, out=out, prior_cache=prior_cache)
     cfg = build_config(load_yaml(config) if config else None, **flags)
+    from .priors import preflight
+
+    preflight(cfg)
     _quiet_libraries()
     from .runner import Runner
 
@@ -120,7 +131,7 @@ def priors() -> None:
     from .priors import PRIORS
 
     for name, text in PRIORS.items():
-        typer.echo(f"{name:10s} {text}")
+        typer.echo(f"{name:15s} {text}")
 
 
 @prior_app.command("export")
@@ -132,6 +143,101 @@ def prior_export(out: Path = typer.Option(..., help="folder to write the HF mode
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose an empty or new folder")
     typer.echo(str(export_embedded(out)))
+
+
+@prior_app.command("probe")
+def prior_probe(
+    env: str = typer.Option("frozenlake", help="environment (see `llmrl envs`)"),
+    prior: Optional[list[str]] = typer.Option(
+        None, help="BACKEND[:MODE] to probe, repeatable: local:sample, local:score, "
+        "vllm:sample, vllm:score, uniform, expert-mix:EPS (default: local sample and score, "
+        "expert-mix:0.5, and vllm sample and score when --prior-url is given)"),
+    states: int = typer.Option(8, help="how many states to probe"),
+    show: int = typer.Option(4, help="how many of them to print action by action"),
+    k: int = typer.Option(5, help="proposals per state"),
+    seed: int = typer.Option(0, help="picks the states and seeds the priors"),
+    prior_model: Optional[str] = typer.Option(None, help="as for `llmrl run`"),
+    prior_url: Optional[str] = typer.Option(None, help="vllm server; adds vllm to the default"),
+    prior_permutations: Optional[int] = typer.Option(None, help="score mode orderings (1)"),
+    projection: Optional[str] = typer.Option(None, help="sample mode: default | paper"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    batch: int = typer.Option(16, help="states per prior call (latency is per call)"),
+    csv: Optional[Path] = typer.Option(None, help="also write per-state results to this CSV"),
+) -> None:
+    """Show each prior's proposals and probabilities beside the admissible actions."""
+    from .config import build_config
+    from .devices import resolve_device
+    from .priors import make_prior
+    from .priors.probe import parse_probe_spec, probe_prior, probe_states
+
+    specs = prior or ["local:sample", "local:score", "expert-mix:0.5"] + (
+        ["vllm:sample", "vllm:score"] if prior_url else [])
+    configs = []
+    for spec in specs:
+        backend, mode = parse_probe_spec(spec)
+        permutations = prior_permutations if mode == "score" else None
+        configs.append((spec, build_config(
+            env=env, algo="dqn-prior", prior=backend, prior_mode=mode, k=k, seed=seed,
+            prior_model=prior_model, prior_url=prior_url if backend == "vllm" else None,
+            prior_permutations=permutations, projection=projection, device=device,
+            prior_cache=False)))
+    if states < 1 or batch < 1:
+        raise UserError("--states and --batch must be >= 1")
+    _quiet_libraries()
+    queries = probe_states(env, states, seed, **configs[0][1].env_kwargs)
+    results = []
+    for spec, cfg in configs:
+        console.print(f"probing {spec} on {len(queries)} states ...")
+        prior_obj = make_prior(cfg, str(resolve_device(cfg.device)))
+        results.append(probe_prior(spec, prior_obj, queries, k, batch))
+    _print_probe(queries[:show], results, k)
+    _print_probe_summary(queries, results, batch)
+    if csv is not None:
+        import pandas as pd
+
+        rows = []
+        for r in results:
+            for i, (q, p_opt, hit) in enumerate(zip(queries, r.p_optimal(queries),
+                                                    r.optimal_in_k(queries))):
+                rows.append({"prior": r.label, "state": i, "observation": q.prompt,
+                             "actions": "|".join(q.actions), "optimal": "|".join(q.optimal),
+                             "probs": "|".join(f"{p:.4f}" for p in r.probs[i]),
+                             "proposals": "|".join(r.proposals[i]), "p_optimal": p_opt,
+                             "optimal_in_k": hit})
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(csv, index=False)
+        typer.echo(str(csv))
+
+
+def _print_probe(queries, results, k: int) -> None:
+    from rich.table import Table
+
+    out = Console()
+    for i, q in enumerate(queries):
+        current = q.prompt.split("Current Observation: ", 1)[-1].split("\n", 1)[0]
+        table = Table(title=f"state {i}: {current}", title_justify="left")
+        table.add_column("action")
+        table.add_column("optimal")
+        for r in results:
+            table.add_column(f"{r.label}\np (count in {k})", justify="right")
+        for j, action in enumerate(q.actions):
+            cells = [f"{r.probs[i][j]:.2f} ({r.proposals[i].count(action)})" for r in results]
+            table.add_row(action, "*" if action in q.optimal else "", *cells)
+        out.print(table)
+
+
+def _print_probe_summary(queries, results, batch: int) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"prior quality over {len(queries)} states", title_justify="left")
+    for name in ("prior", "p(optimal) mean", "optimal in k", f"s per call of ≤{batch} states"):
+        table.add_column(name, justify="right" if name != "prior" else "left")
+    for r in results:
+        p_opt, hits = r.p_optimal(queries), r.optimal_in_k(queries)
+        table.add_row(r.label, f"{sum(p_opt) / len(p_opt):.3f}",
+                      f"{sum(hits)}/{len(hits)}",
+                      f"{sum(r.batch_seconds) / len(r.batch_seconds):.3f}")
+    Console().print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

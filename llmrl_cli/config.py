@@ -21,7 +21,7 @@ ALGOS = {
     "dqn": "online Q-learning over all admissible actions (baseline)",
     "dqn-prior": "online Q-learning over k LLM-proposed actions, act by softmax(Q/alpha)",
 }
-PRIOR_MODES = ("sample",)
+PRIOR_MODES = ("sample", "score")
 PROJECTIONS = ("default", "paper")
 
 #: Per-env settings. Frozen Lake is not in the paper: its preset is ours. It keeps the paper's
@@ -43,7 +43,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
 
 
 #: Settings that do not change a run's results (a run may resume or extend across them).
-NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes")
+NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url")
 
 
 @dataclass
@@ -54,7 +54,9 @@ class RunConfig:
     algo: str = "dqn-prior"
     prior: str | None = None  # default: uniform for dqn, local for dqn-prior
     prior_model: str = "SmolLM2-135M-Instruct"
+    prior_url: str | None = None  # vllm: the server (default http://127.0.0.1:8000)
     prior_mode: str = "sample"
+    prior_permutations: int = 1  # score mode: average over this many action orderings
     prior_uniform_mix: float = 0.0
     projection: str = "default"
     chat_template: bool = False
@@ -167,7 +169,7 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
 
 def validate(cfg: RunConfig) -> None:
     from .devices import resolve_device
-    from .priors import PRIORS
+    from .priors import check_prior_name
 
     resolve_device(cfg.device)
     if cfg.algo == "dqn":
@@ -177,8 +179,7 @@ def validate(cfg: RunConfig) -> None:
         cfg.prior = "uniform"
     elif cfg.prior is None:
         cfg.prior = "local"
-    if cfg.prior not in PRIORS:
-        raise unknown_choice("prior", cfg.prior, PRIORS)
+    check_prior_name(cfg.prior)
     if cfg.prior_mode not in PRIOR_MODES:
         raise unknown_choice("prior mode", cfg.prior_mode, PRIOR_MODES)
     if cfg.projection not in PROJECTIONS:
@@ -190,6 +191,14 @@ def validate(cfg: RunConfig) -> None:
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
         (0.0 <= cfg.prior_uniform_mix <= 1.0,
          f"--prior-uniform-mix must be in [0, 1], got {cfg.prior_uniform_mix}"),
+        (cfg.prior_permutations >= 1,
+         f"--prior-permutations must be >= 1, got {cfg.prior_permutations}"),
+        (cfg.prior_permutations == 1 or cfg.prior_mode == "score",
+         "--prior-permutations averages scores: use it with --prior-mode score"),
+        (cfg.prior_url is None or cfg.prior == "vllm",
+         f"--prior-url is for --prior vllm (got --prior {cfg.prior})"),
+        (not (cfg.chat_template and cfg.prior == "vllm"),
+         "--chat-template is not available with --prior vllm (it uses the completions API)"),
         (cfg.temperature >= 0 and 0 < cfg.top_p <= 1, "temperature must be >= 0, top_p in (0, 1]"),
         (cfg.experiment and "/" not in cfg.experiment,
          f"--experiment must be a plain name, got {cfg.experiment!r}"),

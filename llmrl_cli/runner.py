@@ -25,8 +25,8 @@ from .devices import resolve_device
 from .encoders import TextEncoder, format_pair
 from .envs import TextEnv, make
 from .errors import UserError
-from .priors import ActionPrior, PriorQuery, make_prior
-from .priors.prompts import build_prompt, history_line
+from .priors import ActionPrior, make_prior
+from .priors.prompts import build_query, history_line
 from .data.replay import ReplayBuffer
 from .seeding import seed_everything, stable_seed
 
@@ -51,7 +51,7 @@ class Slot:
     episode_len: int = 0
     reset_seed: int = 0
     pending: tuple | None = None  # (features, reward, done) awaiting next-state candidates
-    bootstrap: tuple | None = None  # (obs, history) of a truncated episode's last state
+    bootstrap: tuple | None = None  # (obs, history, optimal) of a truncated episode's end
 
     def reset(self, seed: int) -> None:
         self.obs, _ = self.env.reset(seed=seed)
@@ -121,25 +121,24 @@ class Runner:
         self.instruction = self.slots[0].env.instruction
 
     # -- one batch step: one prior call, one encoder call, one Q forward ------------------------
-    def _query(self, obs: dict, history) -> PriorQuery:
-        prompt = build_prompt(self.cfg.env, self.instruction, obs["text"], obs["actions"],
-                              list(history))
-        return PriorQuery(prompt=prompt, actions=tuple(obs["actions"]))
+    def optimal(self, env: TextEnv) -> tuple[str, ...]:
+        """The expert's optimal actions in env's current state, when the run needs them."""
+        return tuple(env.optimal_actions()) if self.track_optimal else ()
 
-    def decide(self, states: list[tuple[dict, deque, TextEnv | None]]) -> list[Decision]:
-        """Candidates, their features and Q-values for a batch of (obs, history, env) states."""
-        queries = [self._query(obs, hist) for obs, hist, _ in states]
+    def decide(self, states: list[tuple[dict, deque, tuple[str, ...], bool]]) -> list[Decision]:
+        """Candidates, their features and Q-values for a batch of states, each given as
+        (obs, history, optimal actions, whether to count if an optimal action was proposed)."""
+        queries = [build_query(self.cfg.env, self.instruction, obs["text"], obs["actions"],
+                               list(hist), optimal) for obs, hist, optimal, _ in states]
         proposals = self.prior.propose(queries, self.cfg.k)
-        texts = [format_pair(obs["text"], a) for (obs, _, _), cands in zip(states, proposals)
+        texts = [format_pair(state[0]["text"], a) for state, cands in zip(states, proposals)
                  for a in cands]
         features = self.encoder.encode(texts)
         q_all = self.agent.q_values(features).cpu()
         decisions, start = [], 0
-        for (obs, _, env), cands in zip(states, proposals):
+        for (_, _, optimal, count), cands in zip(states, proposals):
             end = start + len(cands)
-            hit = None
-            if env is not None and self.track_optimal:
-                hit = any(a in env.optimal_actions() for a in cands)
+            hit = any(a in optimal for a in cands) if count and self.track_optimal else None
             decisions.append(Decision(cands, features[start:end], q_all[start:end], hit))
             start = end
         return decisions
@@ -156,7 +155,8 @@ class Runner:
             running = list(live)
             finished: dict[int, tuple[float, bool]] = {}
             while running:
-                decisions = self.decide([(s.obs, s.history, None) for s in running])
+                decisions = self.decide([(s.obs, s.history, self.optimal(s.env), False)
+                                         for s in running])
                 still = []
                 for slot, d in zip(running, decisions):
                     action = d.candidates[choose(d.q, agent_cfg.eval_policy, agent_cfg, rng)]
@@ -276,6 +276,9 @@ class Runner:
             self.slots[0].env.optimal_actions()
         except NotImplementedError:
             self.track_optimal = False
+            if self.prior.uses_expert:
+                raise UserError(f"--prior {cfg.prior} needs an env with an expert; {cfg.env} "
+                                "has none") from None
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.yaml_path.write_text(dump_yaml(cfg))
         self.started = time.perf_counter()
@@ -311,9 +314,9 @@ class Runner:
 
     def _batch_step(self) -> None:
         cfg = self.cfg
-        states = [(s.obs, s.history, s.env) for s in self.slots]
+        states = [(s.obs, s.history, self.optimal(s.env), True) for s in self.slots]
         boot = [s for s in self.slots if s.bootstrap is not None]
-        states += [(s.bootstrap[0], s.bootstrap[1], None) for s in boot]
+        states += [(*s.bootstrap, False) for s in boot]
         decisions = self.decide(states)
         boot_decisions = dict(zip(map(id, boot), decisions[len(self.slots):]))
         for slot, d in zip(self.slots, decisions):
@@ -337,7 +340,7 @@ class Runner:
             else:
                 slot.pending = (d.features[index], reward, False)
                 if truncated:
-                    slot.bootstrap = (obs, deque(slot.history, maxlen=3))
+                    slot.bootstrap = (obs, deque(slot.history, maxlen=3), self.optimal(slot.env))
             slot.obs = obs
             if terminated or truncated:
                 self.train_returns.append((slot.episode_return, bool(info.get("success"))))

@@ -14,7 +14,19 @@ def _run(capsys, *args):
     (("run", "--env", "lake"), "llmrl: error: unknown env 'lake'; choose one of: frozenlake"),
     (("run", "--algo", "ppo"), "llmrl: error: unknown algo 'ppo'; choose one of: dqn, dqn-prior"),
     (("run", "--algo", "dqn-prior", "--prior", "gpt"),
-     "llmrl: error: unknown prior 'gpt'; choose one of: local, uniform"),
+     "llmrl: error: unknown prior 'gpt'; choose one of: uniform, local, vllm, expert-mix:EPS"),
+    (("run", "--algo", "dqn-prior", "--prior", "expert-mix:2"),
+     "llmrl: error: bad prior 'expert-mix:2': write expert-mix:EPS with EPS in [0, 1]"),
+    (("run", "--prior-mode", "guess"),
+     "llmrl: error: unknown prior mode 'guess'; choose one of: sample, score"),
+    (("run", "--prior-permutations", "4"),
+     "llmrl: error: --prior-permutations averages scores: use it with --prior-mode score"),
+    (("run", "--prior-url", "http://x:1"),
+     "llmrl: error: --prior-url is for --prior vllm (got --prior local)"),
+    (("run", "--prior", "vllm", "--prior-url", "http://127.0.0.1:9", "--episodes", "1"),
+     "llmrl: error: vLLM server at http://127.0.0.1:9 is unreachable after 4 tries"),
+    (("prior", "probe", "--prior", "vllm:guess"),
+     "llmrl: error: unknown prior mode 'guess'; choose one of: sample, score"),
     (("run", "--k", "x"), "llmrl: error: bad value for --k:"),
     (("run", "--k", "0"), "llmrl: error: --k must be >= 1, got 0"),
     (("run", "--projection", "fuzzy"),
@@ -24,7 +36,8 @@ def _run(capsys, *args):
     (("run", "--bogus"), "llmrl: error: no such option: --bogus; valid options: --algo,"),
     (("report", "/no/such/folder"), "llmrl: error: results folder '/no/such/folder' does not exist"),
 ])
-def test_bad_input_is_one_line_and_exit_2(capsys, args, message):
+def test_bad_input_is_one_line_and_exit_2(capsys, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code, err = _run(capsys, *args)
     assert code == 2
     assert err.startswith(message)

@@ -6,7 +6,7 @@ from llmrl_cli.envs import make
 from llmrl_cli.priors import PriorQuery, ProposalCache
 from llmrl_cli.priors.base import UniformMixPrior, UniformPrior
 from llmrl_cli.priors.local import LocalLLMPrior
-from llmrl_cli.priors.prompts import build_prompt, history_line
+from llmrl_cli.priors.prompts import build_prompt, build_query, history_line
 
 
 def _queries(n=2):
@@ -15,8 +15,8 @@ def _queries(n=2):
     out = []
     history = []
     for move in ["down", "down", "right"][:n]:
-        out.append(PriorQuery(build_prompt("frozenlake", env.instruction, obs["text"],
-                                           obs["actions"], history), tuple(obs["actions"])))
+        out.append(build_query("frozenlake", env.instruction, obs["text"], obs["actions"],
+                               history, env.optimal_actions()))
         history.append(history_line(obs["text"], move))
         obs, *_ = env.step(move)
     return out
@@ -75,6 +75,55 @@ def test_cache_answers_repeated_prompts_without_the_model(smol, tmp_path):
     fresh = LocalLLMPrior(seed=0, cache=ProposalCache(tmp_path / "p.sqlite"), max_new_tokens=6)
     assert fresh.propose(queries, 3) == first and fresh._lm is None
     smol.cache = None
+
+
+def test_score_mode_equals_a_plain_forward_of_prompt_and_action(smol):
+    import torch
+
+    queries = _queries(2)
+    odd = ["left", "go north now"]  # a multi-token candidate exercises the cached positions
+    scores = smol._score([q.prompt for q in queries], [list(queries[0].actions), odd])
+    tok, lm = smol._tokenizer, smol._lm
+    for q, cands, row in zip(queries, [queries[0].actions, odd], scores):
+        prompt_ids = tok(q.prompt, add_special_tokens=False)["input_ids"]
+        for cand, value in zip(cands, row):
+            ids = smol.candidate_ids(cand)
+            with torch.no_grad():
+                logp = torch.log_softmax(lm(torch.tensor([prompt_ids + ids])).logits.float(), -1)
+            expected = sum(float(logp[0, len(prompt_ids) - 1 + j, t]) for j, t in enumerate(ids))
+            assert value == pytest.approx(expected, abs=2e-3)
+
+
+def test_score_mode_distribution_proposals_and_cache(smol, tmp_path):
+    scorer = LocalLLMPrior(seed=0, mode="score", cache=ProposalCache(tmp_path / "s.sqlite"))
+    scorer._tokenizer, scorer._lm = smol._tokenizer, smol._lm
+    queries = _queries(2)
+    probs = scorer.distribution(queries, 5)
+    assert all(len(p) == 4 and sum(p) == pytest.approx(1.0) for p in probs)
+    proposals = scorer.propose(queries, 5)
+    assert [len(p) for p in proposals] == [5, 5]
+    assert all(a in q.actions for q, p in zip(queries, proposals) for a in p)
+    assert scorer.stats.model_queries == 2 and scorer.stats.tokens > 0
+    # scores do not depend on the seed: another seed reads them from the shared cache
+    other = LocalLLMPrior(seed=7, mode="score", cache=ProposalCache(tmp_path / "s.sqlite"))
+    assert other.distribution(queries, 5) == probs and other._lm is None
+    # debiased: the mean of the distributions under the 4 rotations of the action list
+    debiased = LocalLLMPrior(seed=0, mode="score", permutations=4, cache=scorer.cache)
+    debiased._tokenizer, debiased._lm = smol._tokenizer, smol._lm
+    mean = debiased.distribution(queries[:1], 5)[0]
+    q = queries[0]
+    per_order = []
+    for shift in range(4):
+        order = q.actions[shift:] + q.actions[:shift]
+        logps = smol._score([q.prompt_for(order)], [list(q.actions)])[0]
+        per_order.append(torch_softmax(logps))
+    assert mean == pytest.approx([sum(p[i] for p in per_order) / 4 for i in range(4)], abs=1e-4)
+
+
+def torch_softmax(values):
+    import torch
+
+    return torch.softmax(torch.tensor(values), 0).tolist()
 
 
 def test_uniform_prior_and_uniform_mix():

@@ -15,7 +15,8 @@ TIMING = ["wall_s", "prior_seconds", "encoder_seconds", "update_seconds", "encod
 
 def _cfg(tmp_path, **kw):
     agent = {"eval_every": 5, "eval_episodes": 2, **kw.pop("agent", {})}
-    return build_config(env="frozenlake", algo="dqn", episodes=kw.pop("episodes", 15), seed=0,
+    return build_config(env="frozenlake", algo=kw.pop("algo", "dqn"),
+                        episodes=kw.pop("episodes", 15), seed=0,
                         out=str(tmp_path / "results"), device="cpu", agent=agent, **kw)
 
 
@@ -111,6 +112,15 @@ def test_num_envs_steps_envs_together(tmp_path, monkeypatch):
     train_calls = [n for n in sizes if n >= 4]
     assert all(n <= 2 or n >= 4 for n in sizes)
     assert 4 * len(train_calls) >= df.env_steps.iloc[-1] > len(train_calls)
+
+
+def test_expert_mix_zero_proposes_only_the_expert(tmp_path):
+    cfg = _cfg(tmp_path, algo="dqn-prior", prior="expert-mix:0", episodes=6)
+    df = pd.read_csv(Runner(cfg, log=lambda *_: None).run())
+    assert (df.prior == "expert-mix:0").all()
+    assert (df.eval_success == 1.0).all()  # every candidate is optimal, whatever Q says
+    assert (df.prior_optimal_rate.iloc[1:] == 1.0).all()
+    assert (df.llm_calls == 0).all()
 
 
 @pytest.mark.slow

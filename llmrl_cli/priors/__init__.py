@@ -4,36 +4,81 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..paths import cache_dir
-from .base import ActionPrior, PriorQuery, PriorStats, UniformMixPrior, UniformPrior
+from .base import (ActionPrior, ExpertMixPrior, PriorQuery, PriorStats, UniformMixPrior,
+                   UniformPrior)
 from .cache import ProposalCache
+
+_LLM_OPTIONS = ("--prior-mode sample|score, --k, --projection default|paper (sample), "
+                "--temperature, --top-p, --chat-template (sample and score), "
+                "--prior-permutations N (score), --prior-uniform-mix EPS, --no-prior-cache")
 
 #: name -> one-line description with its options (shown by `llmrl priors`)
 PRIORS = {
     "uniform": "every admissible action once (what makes the dqn/cql baselines); no options",
-    "local": "a causal LM run in-process (default: embedded SmolLM2-135M-Instruct); options: "
-    "--prior-model PATH|.gguf, --prior-mode sample, --k, --projection default|paper, "
-    "--temperature, --top-p, --chat-template, --prior-uniform-mix EPS",
+    "local": "a causal LM run in-process (default: the embedded SmolLM2-135M-Instruct); "
+    "options: --prior-model FOLDER|FILE.gguf, " + _LLM_OPTIONS,
+    "vllm": "a model served by vLLM's OpenAI-compatible API, one request per batch step; "
+    "options: --prior-url URL (default http://127.0.0.1:8000), --prior-model SERVED_NAME, "
+    + _LLM_OPTIONS.replace(", --chat-template (sample and score)", ""),
+    "expert-mix:EPS": "synthetic prior of known quality: the env expert's action with "
+    "probability 1-EPS, else a uniformly random admissible action (EPS in [0, 1]); options: --k",
 }
+
+
+def parse_expert_mix(name: str) -> float | None:
+    """EPS of an ``expert-mix:EPS`` prior name, None for other names; UserError if malformed."""
+    if not name.startswith("expert-mix"):
+        return None
+    head, _, value = name.partition(":")
+    try:
+        eps = float(value)
+    except ValueError:
+        eps = -1.0
+    if head != "expert-mix" or not 0.0 <= eps <= 1.0:
+        raise UserError(f"bad prior {name!r}: write expert-mix:EPS with EPS in [0, 1], "
+                        "e.g. expert-mix:0.5")
+    return eps
+
+
+def check_prior_name(name: str) -> None:
+    if parse_expert_mix(name) is None and name not in PRIORS:
+        raise UserError(f"unknown prior {name!r}; choose one of: {', '.join(PRIORS)}")
+
+
+def preflight(cfg) -> None:
+    """Fail fast, before a run starts, on a prior that cannot answer (a vLLM server down)."""
+    if cfg.prior == "vllm":
+        from .vllm import DEFAULT_URL, VLLMPrior
+
+        VLLMPrior(url=cfg.prior_url or DEFAULT_URL, model=cfg.prior_model).check()
 
 
 def make_prior(cfg, device: str) -> ActionPrior:
     """Build the prior a RunConfig asks for (with the uniform mix wrapper when set)."""
-    from .local import LocalLLMPrior
-
-    if cfg.prior == "uniform":
-        prior: ActionPrior = UniformPrior(seed=cfg.seed)
+    check_prior_name(cfg.prior)
+    llm_settings = dict(
+        seed=cfg.seed, model=cfg.prior_model, mode=cfg.prior_mode, temperature=cfg.temperature,
+        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, projection=cfg.projection,
+        chat_template=cfg.chat_template, permutations=cfg.prior_permutations,
+        cache=ProposalCache(cache_dir() / "proposals.sqlite" if cfg.prior_cache else None),
+    )
+    eps = parse_expert_mix(cfg.prior)
+    if eps is not None:
+        prior: ActionPrior = ExpertMixPrior(seed=cfg.seed, eps=eps)
+    elif cfg.prior == "uniform":
+        prior = UniformPrior(seed=cfg.seed)
     elif cfg.prior == "local":
-        cache = ProposalCache(cache_dir() / "proposals.sqlite" if cfg.prior_cache else None)
-        prior = LocalLLMPrior(
-            seed=cfg.seed, model=cfg.prior_model, device=device, temperature=cfg.temperature,
-            top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, projection=cfg.projection,
-            chat_template=cfg.chat_template, cache=cache,
-        )
+        from .local import LocalLLMPrior
+
+        prior = LocalLLMPrior(device=device, **llm_settings)
     else:
-        raise UserError(f"unknown prior {cfg.prior!r}; choose one of: {', '.join(PRIORS)}")
+        from .vllm import DEFAULT_URL, VLLMPrior
+
+        prior = VLLMPrior(url=cfg.prior_url or DEFAULT_URL, **llm_settings)
     if cfg.prior_uniform_mix > 0:
         prior = UniformMixPrior(seed=cfg.seed, base=prior, eps=cfg.prior_uniform_mix)
     return prior
 
 
-__all__ = ["ActionPrior", "PriorQuery", "PriorStats", "PRIORS", "make_prior", "ProposalCache"]
+__all__ = ["ActionPrior", "PriorQuery", "PriorStats", "PRIORS", "make_prior", "ProposalCache",
+           "parse_expert_mix", "check_prior_name", "preflight"]

@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..seeding import stable_seed
 
+#: Where the admissible-action list goes in a query's ``template``.
+ACTIONS_SLOT = "\x00ACTIONS\x00"
+
 
 @dataclass(frozen=True)
 class PriorQuery:
-    """One state to propose actions for."""
+    """One state to propose actions for.
+
+    ``prompt`` lists the admissible actions in the env's order; ``template`` is the same prompt
+    with ``ACTIONS_SLOT`` in place of that list, so a prior can ask about other orderings
+    (``prompt_for``). ``optimal`` holds the env expert's optimal actions, the first being the
+    expert's own choice; it is filled where the env has an expert (``expert-mix`` needs it).
+    """
 
     prompt: str
     actions: tuple[str, ...]
-    #: optimal admissible actions from the env's expert (only filled for priors that use it)
     optimal: tuple[str, ...] = ()
+    template: str = ""
+
+    def prompt_for(self, order: Sequence[str]) -> str:
+        """The prompt with the admissible actions listed in ``order``."""
+        if tuple(order) == self.actions:
+            return self.prompt
+        if not self.template:
+            raise ValueError("this query has no template, so its actions cannot be reordered")
+        return self.template.replace(ACTIONS_SLOT, str(list(order)))
+
+    @property
+    def expert(self) -> str:
+        if not self.optimal:
+            raise ValueError("this query carries no expert action (the env has no expert)")
+        return self.optimal[0]
 
 
 @dataclass
@@ -50,8 +75,24 @@ class ActionPrior:
     def propose(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
         raise NotImplementedError
 
+    def warm_up(self) -> None:
+        """Load the model / reach the server now, so the first ``propose`` is not slowed."""
+
+    def distribution(self, queries: list[PriorQuery], k: int) -> list[list[float]]:
+        """p(action | state) over each query's admissible actions, in their order.
+
+        By default the empirical share of each action among the k proposals; priors that know
+        their distribution exactly (score mode, uniform, expert-mix) override this.
+        """
+        return [frequencies(q.actions, row) for q, row in zip(queries, self.propose(queries, k))]
+
     def describe(self) -> str:
         return self.name
+
+
+def frequencies(actions: Sequence[str], proposals: Sequence[str]) -> list[float]:
+    counts = Counter(proposals)
+    return [counts[a] / len(proposals) for a in actions]
 
 
 @dataclass
@@ -64,6 +105,41 @@ class UniformPrior(ActionPrior):
         self.stats.calls += 1
         self.stats.queries += len(queries)
         return [list(q.actions) for q in queries]
+
+    def distribution(self, queries: list[PriorQuery], k: int) -> list[list[float]]:
+        return [[1 / len(q.actions)] * len(q.actions) for q in queries]
+
+
+@dataclass
+class ExpertMixPrior(ActionPrior):
+    """A synthetic prior of known quality: each of the k proposals is the env expert's action
+    with probability 1-eps and a uniformly random admissible action otherwise, so
+    p(a) = (1-eps)·[a = expert] + eps/|A|. Needs an env with an expert (``optimal_actions``)."""
+
+    name: str = "expert-mix"
+    eps: float = 0.5
+    uses_expert: bool = True
+
+    def propose(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
+        self.stats.calls += 1
+        self.stats.queries += len(queries)
+        proposals = []
+        for query in queries:
+            rng = random.Random(stable_seed("expert-mix", self.seed, self.eps, query.prompt))
+            row = []
+            for _ in range(k):
+                explore = rng.random() < self.eps
+                uniform_choice = rng.choice(query.actions)
+                row.append(uniform_choice if explore else query.expert)
+            proposals.append(row)
+        return proposals
+
+    def distribution(self, queries: list[PriorQuery], k: int) -> list[list[float]]:
+        return [[(1 - self.eps) * (a == q.expert) + self.eps / len(q.actions) for a in q.actions]
+                for q in queries]
+
+    def describe(self) -> str:
+        return f"expert-mix (expert with probability {1 - self.eps:g}, else uniform)"
 
 
 @dataclass
@@ -80,6 +156,9 @@ class UniformMixPrior(ActionPrior):
         self.name = self.base.name
         self.uses_expert = self.base.uses_expert
 
+    def warm_up(self) -> None:
+        self.base.warm_up()
+
     def propose(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
         proposals = self.base.propose(queries, k)
         mixed = []
@@ -92,6 +171,10 @@ class UniformMixPrior(ActionPrior):
                 row.append(uniform_choice if replace else action)
             mixed.append(row)
         return mixed
+
+    def distribution(self, queries: list[PriorQuery], k: int) -> list[list[float]]:
+        return [[(1 - self.eps) * p + self.eps / len(q.actions) for p in row]
+                for q, row in zip(queries, self.base.distribution(queries, k))]
 
     def describe(self) -> str:
         return f"{self.base.describe()} mixed with uniform (eps={self.eps})"

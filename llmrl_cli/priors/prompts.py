@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .base import ACTIONS_SLOT, PriorQuery
+
 HISTORY_LENGTH = 3
 
 #: The question that precedes the admissible actions, per env.
@@ -28,6 +30,18 @@ def history_line(observation: str, action: str) -> str:
     return f"Observation: {observation}. Action: {action}."
 
 
+def prompt_template(env_name: str, instruction: str, observation: str,
+                    history: Sequence[str] = ()) -> str:
+    """The prompt with ``ACTIONS_SLOT`` where the admissible-action list goes."""
+    question = QUESTIONS.get(env_name, DEFAULT_QUESTION)
+    return (
+        f"{instruction}\nHistory:\n" + "\n".join(list(history)[-HISTORY_LENGTH:])
+        + f"\nCurrent Observation: {observation}\n{question} Based on your previous observations "
+        f"and actions, please select only one action for the next step from the admissible "
+        f"actions: {ACTIONS_SLOT}. Action:"
+    )
+
+
 def build_prompt(
     env_name: str,
     instruction: str,
@@ -36,10 +50,19 @@ def build_prompt(
     history: Sequence[str] = (),
 ) -> str:
     """The prior's prompt for one state; ``history`` holds ``history_line`` strings."""
-    question = QUESTIONS.get(env_name, DEFAULT_QUESTION)
-    return (
-        f"{instruction}\nHistory:\n" + "\n".join(history[-HISTORY_LENGTH:])
-        + f"\nCurrent Observation: {observation}\n{question} Based on your previous observations "
-        f"and actions, please select only one action for the next step from the admissible "
-        f"actions: {list(actions)}. Action:"
-    )
+    return prompt_template(env_name, instruction, observation, history).replace(
+        ACTIONS_SLOT, str(list(actions)))
+
+
+def build_query(
+    env_name: str,
+    instruction: str,
+    observation: str,
+    actions: Sequence[str],
+    history: Sequence[str] = (),
+    optimal: Sequence[str] = (),
+) -> PriorQuery:
+    """A PriorQuery whose actions can be listed in any order (see ``PriorQuery.prompt_for``)."""
+    template = prompt_template(env_name, instruction, observation, history)
+    return PriorQuery(prompt=template.replace(ACTIONS_SLOT, str(list(actions))),
+                      actions=tuple(actions), optimal=tuple(optimal), template=template)
