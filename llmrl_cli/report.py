@@ -10,6 +10,8 @@ import pandas as pd
 from .errors import UserError
 
 GROUP = ["experiment", "env", "algo", "prior"]
+#: "episodes to" a success rate: the sample-efficiency figure of the summary table
+SOLVED = 0.8
 # two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = seeds)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -51,6 +53,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     for key, g in last.groupby(GROUP):
         all_rows = df.merge(g[GROUP + ["seed"]], on=GROUP + ["seed"])
         queries = g["llm_calls"] + g["llm_cache_hits"]
+        reached = all_rows[all_rows["eval_success"] >= SOLVED].groupby("seed")["episode"].min()
+        optimal = g["prior_optimal_rate"] if "prior_optimal_rate" in g else pd.Series(dtype=float)
         rows.append({
             **dict(zip(GROUP, key)),
             "seeds": int(g["seed"].nunique()),
@@ -63,6 +67,11 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "return_std": float(g["eval_return"].std(ddof=1)) if len(g) > 1 else 0.0,
             "return_ci95": ci95(g["eval_return"]),
             "best_success_mean": float(all_rows.groupby("seed")["eval_success"].max().mean()),
+            # first eval episode with success >= SOLVED, over the seeds that got there
+            "episodes_to_solved_mean": float(reached.mean()) if len(reached) else float("nan"),
+            "seeds_solved": int(len(reached)),
+            # share of visited training states whose k proposals held an optimal action
+            "optimal_in_k_mean": float(pd.to_numeric(optimal, errors="coerce").mean()),
             "wall_s_mean": float(g["wall_s"].mean()),
             "llm_calls_mean": float(g["llm_calls"].mean()),
             "llm_cache_hit_rate": float(g["llm_cache_hits"].sum() / queries.sum())
@@ -121,16 +130,20 @@ def _fmt(mean: float, std: float) -> str:
 def markdown_table(table: pd.DataFrame) -> str:
     lines = [
         "| experiment | env | algo | prior | seeds | episodes | env steps | eval success | "
-        "eval return | best success | wall s | LLM calls | cache hit rate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"eval return | best success | episodes to {SOLVED:g} | optimal in k | wall s | "
+        "LLM calls | cache hit rate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
         hit = "" if math.isnan(r.llm_cache_hit_rate) else f"{r.llm_cache_hit_rate:.1%}"
+        solved = ("never" if not r.seeds_solved else
+                  f"{r.episodes_to_solved_mean:.0f} ({r.seeds_solved}/{r.seeds})")
+        optimal = "" if math.isnan(r.optimal_in_k_mean) else f"{r.optimal_in_k_mean:.0%}"
         lines.append(
             f"| {r.experiment} | {r.env} | {r.algo} | {r.prior} | {r.seeds} | {r.episodes} | "
             f"{r.env_steps:.0f} | {_fmt(r.success_mean, r.success_std)} | "
-            f"{_fmt(r.return_mean, r.return_std)} | {r.best_success_mean:.3f} | "
-            f"{r.wall_s_mean:.0f} | {r.llm_calls_mean:.0f} | {hit} |"
+            f"{_fmt(r.return_mean, r.return_std)} | {r.best_success_mean:.3f} | {solved} | "
+            f"{optimal} | {r.wall_s_mean:.0f} | {r.llm_calls_mean:.0f} | {hit} |"
         )
     return "\n".join(lines)
 
@@ -149,8 +162,11 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     text = [
         f"# llmrl report: {root}", "",
         "Final evaluation per env x algo x prior (mean ± std over seeds; `best success` is the "
-        "mean over seeds of each seed's best eval point; LLM calls count model queries, the "
-        "cache hit rate is over all prior queries).", "",
+        f"mean over seeds of each seed's best eval point; `episodes to {SOLVED:g}` is the mean "
+        f"first eval episode with success >= {SOLVED:g}, over the seeds that reached it; "
+        "`optimal in k` is the share of visited training states whose k proposals held an "
+        "optimal action; LLM calls count model queries, the cache hit rate is over all prior "
+        "queries).", "",
         markdown_table(table), "",
     ]
     text += [f"![{p.stem}]({p.name})" for p in figures]

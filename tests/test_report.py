@@ -43,6 +43,8 @@ def test_summary_numbers(tree):
     assert dqn.success_std == pytest.approx(0.2)
     assert dqn.best_success_mean == pytest.approx((1.0 + 0.6 + 1.0) / 3)
     assert dqn.env_steps == pytest.approx(201.0)
+    # seed 0 reaches 0.8 at episode 20, seed 2 at 10, seed 1 never
+    assert dqn.episodes_to_solved_mean == pytest.approx(15.0) and dqn.seeds_solved == 2
     prior = table.loc["dqn-prior"]
     assert prior.seeds == 1 and prior.success_mean == pytest.approx(0.2)
     assert prior.llm_cache_hit_rate == pytest.approx(0.7)
@@ -52,6 +54,7 @@ def test_report_files(tree, tmp_path):
     path = write_report(tree, tmp_path / "out")
     text = path.read_text()
     assert "| exp | frozenlake | dqn | uniform | 3 | 20 | 201 | 0.800 ± 0.200 |" in text
+    assert "| 0.867 | 15 (2/3) |" in text and "| 0.200 ± 0.000 | 0.200 | never |" in text
     assert "![curve_frozenlake_success](curve_frozenlake_success.png)" in text
     curves = pd.read_csv(tmp_path / "out" / "curves.csv")
     mid = curves[(curves.algo == "dqn") & (curves.episode == 10)].iloc[0]
