@@ -65,6 +65,7 @@ def test_envs_and_priors_list_choices(capsys):
     main(["priors"])
     out = capsys.readouterr().out
     assert out.startswith("uniform") and "\nlocal " in out and "--prior-uniform-mix" in out
+    assert "\nvllm " in out and "--prior-url" in out and "\nexpert-mix:EPS " in out
 
 
 def test_run_and_report_from_yaml(capsys, tmp_path):
@@ -80,3 +81,22 @@ def test_run_and_report_from_yaml(capsys, tmp_path):
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| tiny | frozenlake | dqn | uniform | 1 | 4 |" in report
     assert (tmp_path / "report" / "curve_frozenlake_success.png").stat().st_size > 1000
+
+
+def test_prior_probe_prints_and_writes_per_state_quality(capsys, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "probe.csv"
+    main(["prior", "probe", "--prior", "expert-mix:0", "--prior", "uniform", "--states", "4",
+          "--show", "1", "--csv", str(out)])
+    printed = capsys.readouterr().out
+    assert "state 0:" in printed and "state 1:" not in printed
+    assert "prior quality over 4 states" in printed
+    df = pd.read_csv(out)
+    assert len(df) == 8 and set(df.prior) == {"expert-mix:0", "uniform"}
+    expert = df[df.prior == "expert-mix:0"]
+    assert (expert.p_optimal == 1.0).all() and expert.optimal_in_k.all()
+    uniform = df[df.prior == "uniform"]
+    assert (uniform.probs == "0.2500|0.2500|0.2500|0.2500").all()
+    assert uniform.p_optimal.tolist() == [
+        row.optimal.count("|") * 0.25 + 0.25 for row in uniform.itertuples()]
