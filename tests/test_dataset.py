@@ -1,0 +1,53 @@
+"""Offline datasets: the paper's Salad dataset as it is, and our own format round-trip."""
+
+import pytest
+
+from llmrl_cli.data.dataset import Dataset, Transition, load_dataset
+from llmrl_cli.errors import UserError
+from tests.conftest import FIXTURES
+
+PAPER = FIXTURES / "overcooked_lettuce_tomato_paper_dataset.jsonl"
+needs_fixtures = pytest.mark.skipif(not PAPER.exists(),
+                                    reason=f"fixtures folder {FIXTURES} is absent")
+
+
+@needs_fixtures
+def test_paper_dataset_is_read_with_its_133_episodes():
+    data = load_dataset(PAPER, env="overcooked-salad")
+    assert len(data) == 4329
+    episodes = data.episodes()
+    assert len(episodes) == 133 and data.successful_episodes() == 100
+    assert data.instruction == ("Your task is to serve the dish of a bowl only containing "
+                                "chopped tomato and lettuce.")
+    for steps in episodes:  # each episode is a chain of transitions
+        assert [tr.t for tr in steps] == list(range(len(steps)))
+        for a, b in zip(steps, steps[1:]):
+            assert a.next_obs_text == b.obs_text and not a.done
+    first = data.transitions[0]
+    assert first.action == "pick up the tomato" and first.reward == -0.00199
+    assert first.actions[3] == "take the empty bowl" and len(first.actions) == 8
+
+
+def test_round_trip_and_subset(tmp_path):
+    trs = [Transition(e, t, f"s{e}{t}", ("a", "b"), "a", 0.5 * t, f"s{e}{t + 1}", ("a", "b"),
+                      t == 2) for e in range(4) for t in range(3)]
+    data = Dataset("frozenlake", "Reach the goal.", trs)
+    path = data.save(tmp_path / "d.jsonl")
+    again = load_dataset(path)
+    assert again == data
+    part = data.subset(7, seed=0)
+    assert len(part) == 7 and len(part.episodes()) == 3  # two whole episodes and one cut
+    assert part.transitions == data.subset(7, seed=0).transitions
+
+
+def test_bad_dataset_files(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_dataset(tmp_path / "none.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "x", "obs_text": "o"}\n')
+    with pytest.raises(UserError, match="neither an llmrl-dataset file nor the paper's JSON lines \\(missing field"):
+        load_dataset(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(UserError, match="line 1 is not JSON"):
+        load_dataset(broken)
