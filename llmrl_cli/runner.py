@@ -94,6 +94,12 @@ class Runner:
         if old is not None:
             old_cfg = {k: v for k, v in old.items() if k not in NON_IDENTITY_KEYS}
             new_cfg = self.cfg.identity()
+            # settings added to llmrl after those results were written count as their default
+            defaults = RunConfig().to_dict()
+            for key in set(new_cfg) - set(old_cfg):
+                old_cfg[key] = defaults.get(key)
+            for key, value in defaults["agent"].items():
+                old_cfg.get("agent", {}).setdefault(key, value)
             if old_cfg != new_cfg:
                 diff = sorted(k for k in set(old_cfg) | set(new_cfg)
                               if old_cfg.get(k) != new_cfg.get(k))

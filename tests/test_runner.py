@@ -167,3 +167,17 @@ def test_dqn_prior_with_the_embedded_llm_end_to_end(tmp_path):
                       "llm_calls", "llm_cache_hits", "llm_tokens"]
     pd.testing.assert_frame_equal(df.drop(columns=prior_counters),
                                   df2.drop(columns=prior_counters))
+
+
+def test_results_written_before_a_setting_existed_still_resume(tmp_path):
+    import yaml
+
+    cfg = _cfg(tmp_path, episodes=4)
+    Runner(cfg, log=lambda *_: None).run()
+    stem = cfg.stem
+    old = yaml.safe_load(stem.with_suffix(".yaml").read_text())
+    del old["prior_permutations"], old["agent"]["train_start"]  # as an older llmrl wrote it
+    stem.with_suffix(".yaml").write_text(yaml.safe_dump(old))
+    longer = _cfg(tmp_path, episodes=6)
+    df = pd.read_csv(Runner(longer, log=lambda *_: None).run())
+    assert df.episode.iloc[-1] == 6
