@@ -111,7 +111,8 @@ def test_start_states():
                 "Currently you don't have anything in hand.",
         "actions": ["pick up the tomato", "take the bowl", "walk to the cutting board",
                     "serve nothing", "chop nothing"]}
-    assert env.instruction == "Your task is to serve the dish of a bowl only containing chopped tomato."
+    assert env.instruction == ("Your task is to serve the dish of a bowl only containing "
+                               "chopped tomato.")
     assert info["success"] is False
     env = make("overcooked-salad")
     obs, _ = env.reset()

@@ -153,12 +153,12 @@ def test_overcooked_experiment_yamls_match_the_builtin_presets(env, cap, algo):
     from_yaml = build_config(load_yaml(ROOT / "experiments" / f"{env}.yaml"), algo=algo)
     builtin = build_config(env=env, algo=algo, experiment=env, env_kwargs={"horizon": cap})
     assert from_yaml == builtin
-    assert (builtin.episodes, builtin.agent.batch_size, builtin.agent.buffer_size) == (200, 64, 4000)
-    assert (builtin.agent.train_every, builtin.agent.train_iters, builtin.agent.tau) == (5, 40, 0.005)
-    assert (builtin.agent.eval_every, builtin.agent.eval_episodes) == (20, 10)
-    assert builtin.agent.feature_norm
+    agent = builtin.agent
+    assert (builtin.episodes, agent.batch_size, agent.buffer_size) == (200, 64, 4000)
+    assert (agent.train_every, agent.train_iters, agent.tau) == (5, 40, 0.005)
+    assert (agent.eval_every, agent.eval_episodes, agent.feature_norm) == (20, 10, True)
     if algo == "dqn-prior":
-        assert (builtin.agent.exploration, builtin.agent.alpha) == ("softmax", 0.1)
+        assert (agent.exploration, agent.alpha) == ("softmax", 0.1)
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ past the 200-step limit (to 205 at most).
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SIZE = 7
 N_CELLS = SIZE * SIZE
