@@ -24,6 +24,26 @@ ALGOS = {
 PRIOR_MODES = ("sample", "score")
 PROJECTIONS = ("default", "paper")
 
+def _overcooked_preset() -> dict[str, Any]:
+    """Overcooked (Tomato / Salad): the paper's DQN settings.
+
+    200 episodes; eval every 20 episodes over 10 episodes with softmax(Q/0.1), as its
+    ``evaluate_q``; batch 64, buffer 4000, soft target tau 0.005, 40 gradient steps every 5
+    episodes; softmax(Q/0.1) exploration over the proposals for dqn-prior and eps-greedy 0.1
+    (its ``--epsilon`` default) for the dqn baseline. ``feature_norm`` is ours, as for Frozen Lake.
+    """
+    return {
+        "episodes": 200,
+        "agent": {"batch_size": 64, "buffer_size": 4000, "target_update": "soft", "tau": 0.005,
+                  "train_every": 5, "train_iters": 40, "eval_every": 20, "eval_episodes": 10,
+                  "eval_policy": "softmax", "alpha": 0.1, "feature_norm": True},
+        "per_algo": {
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.1},
+            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
+        },
+    }
+
+
 #: Per-env settings. Frozen Lake is not in the paper: its preset is ours. It keeps the paper's
 #: Overcooked value-learning settings (batch 64, buffer 4000, soft tau 0.005, 40 gradient steps
 #: every 5 episodes) and adds feature standardisation (see DQNConfig.feature_norm), eps-greedy
@@ -39,6 +59,8 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
             "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
         },
     },
+    "overcooked-tomato": _overcooked_preset(),
+    "overcooked-salad": _overcooked_preset(),
 }
 
 

@@ -144,6 +144,23 @@ def test_experiment_yaml_matches_the_builtin_preset(algo):
     assert from_yaml == builtin
 
 
+@pytest.mark.parametrize("algo", ["dqn", "dqn-prior"])
+@pytest.mark.parametrize("env, cap", [("overcooked-tomato", 31), ("overcooked-salad", 51)])
+def test_overcooked_experiment_yamls_match_the_builtin_presets(env, cap, algo):
+    from llmrl_cli.config import load_yaml
+    from tests.conftest import ROOT
+
+    from_yaml = build_config(load_yaml(ROOT / "experiments" / f"{env}.yaml"), algo=algo)
+    builtin = build_config(env=env, algo=algo, experiment=env, env_kwargs={"horizon": cap})
+    assert from_yaml == builtin
+    agent = builtin.agent
+    assert (builtin.episodes, agent.batch_size, agent.buffer_size) == (200, 64, 4000)
+    assert (agent.train_every, agent.train_iters, agent.tau) == (5, 40, 0.005)
+    assert (agent.eval_every, agent.eval_episodes, agent.feature_norm) == (20, 10, True)
+    if algo == "dqn-prior":
+        assert (agent.exploration, agent.alpha) == ("softmax", 0.1)
+
+
 @pytest.mark.slow
 def test_dqn_prior_with_the_embedded_llm_end_to_end(tmp_path):
     cfg = build_config(env="frozenlake", algo="dqn-prior", seed=0, out=str(tmp_path),

@@ -7,6 +7,7 @@ from typing import Callable
 from ..errors import unknown_choice
 from .base import TextEnv
 from .frozenlake import FrozenLakeText
+from .overcooked import OvercookedSalad, OvercookedTomato
 
 #: name -> (constructor, one-line description)
 REGISTRY: dict[str, tuple[Callable[..., TextEnv], str]] = {
@@ -14,6 +15,16 @@ REGISTRY: dict[str, tuple[Callable[..., TextEnv], str]] = {
         FrozenLakeText,
         "gymnasium FrozenLake-v1 in words; 4x4 not slippery, horizon 20 (options: map_name, "
         "slippery, horizon)",
+    ),
+    "overcooked-tomato": (
+        OvercookedTomato,
+        "TWOSOME text Overcooked, tomato salad (LLMA-v4, task 0): 5 macro-actions, cap 31 "
+        "macro-steps (option: horizon)",
+    ),
+    "overcooked-salad": (
+        OvercookedSalad,
+        "TWOSOME text Overcooked, lettuce-tomato salad (LLMA-v3, task 3): 8 macro-actions, cap "
+        "51 macro-steps (option: horizon)",
     ),
 }
 

@@ -22,6 +22,11 @@ HISTORY_LENGTH = 3
 #: The question that precedes the admissible actions, per env.
 QUESTIONS = {
     "frozenlake": "To reach the goal without falling into a hole, what action should you take next?",
+    # The paper's own wording (value-based/train_overcooked.py, test_overcooked_salad.py).
+    "overcooked-tomato": "To serve the dish of a bowl containing only chopped tomatoes, what "
+                         "action should you take next?",
+    "overcooked-salad": "To serve the dish of a bowl only containing chopped tomato and lettuce, "
+                        "what action should you take next?",
 }
 DEFAULT_QUESTION = "To complete the task, what action should you take next?"
 
