@@ -39,7 +39,7 @@ def _quiet_libraries() -> None:
 @app.command()
 def run(
     env: Optional[str] = typer.Option(None, help="environment (see `llmrl envs`)"),
-    algo: Optional[str] = typer.Option(None, help="dqn | dqn-prior"),
+    algo: Optional[str] = typer.Option(None, help="dqn | dqn-prior | cql | cql-prior"),
     prior: Optional[str] = typer.Option(
         None, help="uniform | local | vllm | expert-mix:EPS (see `llmrl priors`)"),
     prior_model: Optional[str] = typer.Option(
@@ -68,6 +68,13 @@ def run(
     config: Optional[Path] = typer.Option(None, help="YAML file of settings"),
     prior_cache: Optional[bool] = typer.Option(None, "--prior-cache/--no-prior-cache",
                                                help="persistent proposal cache (on)"),
+    dataset: Optional[str] = typer.Option(
+        None, help="cql/cql-prior: dataset file, ours or the paper's JSONL (default: collect "
+        "133 expert-mix:0.5 episodes, 75% successful, once per env and seed)"),
+    max_transitions: Optional[int] = typer.Option(
+        None, help="cql/cql-prior: train on this many transitions (whole episodes, seeded)"),
+    grad_steps: Optional[int] = typer.Option(
+        None, help="cql/cql-prior: gradient steps (paper 10000)"),
     overwrite: bool = typer.Option(False, help="replace existing results of this run"),
 ) -> None:
     """Train one agent: env x algo x prior x seed -> CSV, config and checkpoint."""
@@ -78,20 +85,26 @@ def run(
                  prior_uniform_mix=prior_uniform_mix, projection=projection,
                  chat_template=chat_template, temperature=temperature, top_p=top_p, k=k,
                  episodes=episodes, seed=seed, num_envs=num_envs, device=device, encoder=encoder,
-                 experiment=experiment, out=out, prior_cache=prior_cache)
+                 experiment=experiment, out=out, prior_cache=prior_cache, dataset=dataset,
+                 max_transitions=max_transitions,
+                 agent={"grad_steps": grad_steps} if grad_steps is not None else None)
     cfg = build_config(load_yaml(config) if config else None, **flags)
     from .priors import preflight
 
     preflight(cfg)
     _quiet_libraries()
+    from .config import OFFLINE_ALGOS
+    from .offline import OfflineRunner
     from .runner import Runner
 
+    offline = cfg.algo in OFFLINE_ALGOS
     console.print(f"[bold]llmrl run[/] {cfg.env} × {cfg.algo} × prior {cfg.prior_label} "
                   f"(k={cfg.k}) seed {cfg.seed} → {cfg.stem}.csv")
-    with Progress(TextColumn("episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.description}"), console=console) as bar:
-        task = bar.add_task("", total=cfg.episodes)
-        runner = Runner(cfg, overwrite=overwrite, log=console.print,
+    with Progress(TextColumn("gradient steps" if offline else "episodes"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  console=console) as bar:
+        task = bar.add_task("", total=cfg.agent.grad_steps if offline else cfg.episodes)
+        runner = (OfflineRunner if offline else Runner)(cfg, overwrite=overwrite, log=console.print,
                         progress=lambda done, total, msg: bar.update(
                             task, completed=done, **({"description": msg} if msg else {})))
         path = runner.run()
@@ -102,6 +115,31 @@ def run(
             f"({p.hit_rate:.0%}), {p.seconds:.1f} s; encoder: {e.encoded} texts encoded, "
             f"{e.hit_rate:.0%} cache hits, {e.seconds:.1f} s")
     typer.echo(str(path))
+
+
+@app.command()
+def collect(
+    env: str = typer.Option(..., help="environment (see `llmrl envs`)"),
+    policy: str = typer.Option("expert-mix:0.5", help="random | expert-mix:EPS"),
+    episodes: int = typer.Option(133, help="episodes to keep (the paper's Salad set: 133)"),
+    out: Path = typer.Option(..., help="dataset file to write (JSON lines)"),
+    seed: int = typer.Option(0, help="seeds the policy"),
+    success_share: Optional[float] = typer.Option(
+        None, help="keep this share of successful episodes (the paper's: 0.75)"),
+    overwrite: bool = typer.Option(False, help="replace an existing file"),
+) -> None:
+    """Collect an offline dataset with a behaviour policy."""
+    from .config import build_config
+    from .data.collect import collect as collect_dataset
+
+    cfg = build_config(env=env, algo="dqn")  # validates the env, and its preset's env_kwargs
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    data = collect_dataset(env, policy, episodes, seed, success_share, **cfg.env_kwargs)
+    data.save(out)
+    console.print(f"{len(data)} transitions, {len(data.episodes())} episodes "
+                  f"({data.successful_episodes()} successful)")
+    typer.echo(str(out))
 
 
 @app.command()

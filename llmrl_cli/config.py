@@ -14,13 +14,20 @@ from typing import Any
 
 import yaml
 
+from .agents.cql import CQLConfig
 from .agents.dqn import DQNConfig
 from .errors import UserError, unknown_choice
 
 ALGOS = {
     "dqn": "online Q-learning over all admissible actions (baseline)",
     "dqn-prior": "online Q-learning over k LLM-proposed actions, act by softmax(Q/alpha)",
+    "cql": "offline conservative Q-learning over all admissible actions (baseline)",
+    "cql-prior": "offline conservative Q-learning over k LLM-proposed actions",
 }
+#: algos trained on a fixed dataset (``--dataset``), evaluated online in the env
+OFFLINE_ALGOS = ("cql", "cql-prior")
+#: algos whose candidate set is every admissible action (they take no prior)
+BASELINE_ALGOS = ("dqn", "cql")
 PRIOR_MODES = ("sample", "score")
 PROJECTIONS = ("default", "paper")
 
@@ -66,6 +73,8 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
 
 #: Settings that do not change a run's results (a run may resume or extend across them).
 NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url")
+#: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
+NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
 
 
 @dataclass
@@ -95,6 +104,8 @@ class RunConfig:
     experiment: str = "default"
     out: str = "results"
     prior_cache: bool = True
+    dataset: str | None = None  # offline algos: a dataset file (default: collected once)
+    max_transitions: int | None = None  # offline algos: use this many transitions of it
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     agent: DQNConfig = field(default_factory=DQNConfig)
 
@@ -118,7 +129,15 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """What decides the results (used to refuse resuming a different run's files)."""
-        return {k: v for k, v in self.to_dict().items() if k not in NON_IDENTITY_KEYS}
+        return identity_of(self.to_dict())
+
+
+def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings without those that do not change results (NON_IDENTITY_*)."""
+    out = {k: v for k, v in settings.items() if k not in NON_IDENTITY_KEYS}
+    if isinstance(out.get("agent"), dict):
+        out["agent"] = {k: v for k, v in out["agent"].items() if k not in NON_IDENTITY_AGENT_KEYS}
+    return out
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -174,13 +193,14 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid run settings: "
                         f"{', '.join(sorted(run_fields))} (and 'agent', 'per_algo')")
-    agent_fields = {f.name for f in dataclasses.fields(DQNConfig)}
+    agent_cls = CQLConfig if algo in OFFLINE_ALGOS else DQNConfig
+    agent_fields = {f.name for f in dataclasses.fields(agent_cls)}
     unknown = set(agent_data) - agent_fields
     if unknown:
         raise UserError(f"unknown agent setting(s) {', '.join(sorted(unknown))}; valid: "
                         f"{', '.join(sorted(agent_fields))}")
     try:
-        agent = DQNConfig(**agent_data)
+        agent = agent_cls(**agent_data)
         agent.validate()
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad agent setting: {exc}") from None
@@ -194,10 +214,11 @@ def validate(cfg: RunConfig) -> None:
     from .priors import check_prior_name
 
     resolve_device(cfg.device)
-    if cfg.algo == "dqn":
+    if cfg.algo in BASELINE_ALGOS:
         if cfg.prior not in (None, "uniform"):
-            raise UserError(f"--algo dqn learns over all admissible actions and takes no prior "
-                            f"(got --prior {cfg.prior}); use --algo dqn-prior --prior {cfg.prior}")
+            raise UserError(f"--algo {cfg.algo} learns over all admissible actions and takes no "
+                            f"prior (got --prior {cfg.prior}); use --algo {cfg.algo}-prior "
+                            f"--prior {cfg.prior}")
         cfg.prior = "uniform"
     elif cfg.prior is None:
         cfg.prior = "local"
@@ -213,6 +234,10 @@ def validate(cfg: RunConfig) -> None:
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
         (0.0 <= cfg.prior_uniform_mix <= 1.0,
          f"--prior-uniform-mix must be in [0, 1], got {cfg.prior_uniform_mix}"),
+        (cfg.algo in OFFLINE_ALGOS or (cfg.dataset is None and cfg.max_transitions is None),
+         f"--dataset and --max-transitions are for offline algos ({', '.join(OFFLINE_ALGOS)})"),
+        (cfg.max_transitions is None or cfg.max_transitions >= 1,
+         f"--max-transitions must be >= 1, got {cfg.max_transitions}"),
         (cfg.prior_permutations >= 1,
          f"--prior-permutations must be >= 1, got {cfg.prior_permutations}"),
         (cfg.prior_permutations == 1 or cfg.prior_mode == "score",

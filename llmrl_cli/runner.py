@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 import yaml
 
-from .agents.dqn import DQNAgent, choose
-from .config import NON_IDENTITY_KEYS, RunConfig, dump_yaml
+from .agents.dqn import DQNAgent, choose, update_threads
+from .config import RunConfig, dump_yaml, identity_of
 from .devices import resolve_device
 from .encoders import TextEncoder, format_pair
 from .envs import TextEnv, make
@@ -92,13 +92,13 @@ class Runner:
             return None
         old = yaml.safe_load(self.yaml_path.read_text()) if self.yaml_path.exists() else None
         if old is not None:
-            old_cfg = {k: v for k, v in old.items() if k not in NON_IDENTITY_KEYS}
+            old_cfg = identity_of(old)
             new_cfg = self.cfg.identity()
             # settings added to llmrl after those results were written count as their default
             defaults = RunConfig().to_dict()
             for key in set(new_cfg) - set(old_cfg):
                 old_cfg[key] = defaults.get(key)
-            for key, value in defaults["agent"].items():
+            for key, value in identity_of(defaults)["agent"].items():
                 old_cfg.get("agent", {}).setdefault(key, value)
             if old_cfg != new_cfg:
                 diff = sorted(k for k in set(old_cfg) | set(new_cfg)
@@ -188,8 +188,9 @@ class Runner:
             return None
         started = time.perf_counter()
         self.agent.fit_normaliser(self.replay.features[: len(self.replay)])
-        losses = [self.agent.update(self.replay.sample(cfg.batch_size, self.rng, self.device))
-                  for _ in range(cfg.train_iters)]
+        with update_threads():
+            losses = [self.agent.update(self.replay.sample(cfg.batch_size, self.rng, self.device))
+                      for _ in range(cfg.train_iters)]
         self.update_seconds += time.perf_counter() - started
         return sum(losses) / len(losses)
 

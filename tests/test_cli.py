@@ -12,7 +12,7 @@ def _run(capsys, *args):
 
 @pytest.mark.parametrize("args, message", [
     (("run", "--env", "lake"), "llmrl: error: unknown env 'lake'; choose one of: frozenlake"),
-    (("run", "--algo", "ppo"), "llmrl: error: unknown algo 'ppo'; choose one of: dqn, dqn-prior"),
+    (("run", "--algo", "ppo"), "llmrl: error: unknown algo 'ppo'; choose one of: cql, cql-prior, dqn, dqn-prior"),
     (("run", "--algo", "dqn-prior", "--prior", "gpt"),
      "llmrl: error: unknown prior 'gpt'; choose one of: uniform, local, vllm, expert-mix:EPS"),
     (("run", "--algo", "dqn-prior", "--prior", "expert-mix:2"),

@@ -1,0 +1,249 @@
+"""Offline runs (``cql``, ``cql-prior``): train on a fixed dataset, evaluate online in the env.
+
+The dataset's states are turned into prior queries once -- the prompt history rebuilt from the
+episode, the expert's optimal actions attached by replaying the episode in the (deterministic)
+env when it has an expert -- and all proposals and embeddings are computed in batches before
+training (cached like online ones). Then ``agent.grad_steps`` gradient steps on batches sampled
+with replacement, an online evaluation (same code as online runs) every ``eval_every_steps``
+steps and a checkpoint after each evaluation.
+
+CSV rows are the online ones, with ``episode`` = gradient steps done and ``env_steps`` = the
+dataset's transitions (the samples the agent learned from).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+import torch
+
+from .agents.cql import CQLAgent, CQLConfig
+from .agents.dqn import update_threads
+from .data.collect import PAPER_EPISODES, PAPER_SUCCESS_SHARE, collect
+from .data.dataset import Dataset, load_dataset
+from .encoders import format_pair
+from .errors import UserError
+from .priors.base import PriorQuery
+from .priors.prompts import build_query, history_line
+from .runner import Runner
+
+#: the default behaviour policy when a run collects its own dataset
+DEFAULT_POLICY = "expert-mix:0.5"
+#: proposals and embeddings are computed this many dataset states at a time
+CHUNK = 256
+
+
+def default_dataset_path(out: str, env: str, seed: int) -> Path:
+    return Path(out) / "datasets" / f"{env}-{DEFAULT_POLICY}-{PAPER_EPISODES}ep-seed{seed}.jsonl"
+
+
+class OfflineRunner(Runner):
+    """A Runner whose loop trains on a dataset (module docstring)."""
+
+    agent: CQLAgent
+
+    # -- data ------------------------------------------------------------------------------
+    def load_data(self) -> Dataset:
+        cfg = self.cfg
+        if cfg.dataset:
+            data = load_dataset(cfg.dataset, env=cfg.env)
+            if data.env and data.env != cfg.env:
+                raise UserError(f"dataset {cfg.dataset!r} was collected on {data.env}, "
+                                f"not {cfg.env}")
+        else:  # collected once per env and seed, like the paper's (133 episodes, 75% success)
+            path = default_dataset_path(cfg.out, cfg.env, cfg.seed)
+            if path.exists():
+                data = load_dataset(path)
+            else:
+                self.log(f"collecting a dataset: {PAPER_EPISODES} episodes of {DEFAULT_POLICY} "
+                         f"on {cfg.env}, {PAPER_SUCCESS_SHARE:.0%} successful -> {path}")
+                data = collect(cfg.env, DEFAULT_POLICY, PAPER_EPISODES, cfg.seed,
+                               PAPER_SUCCESS_SHARE, **cfg.env_kwargs)
+                data.save(path)
+        if cfg.max_transitions is not None:
+            data = data.subset(cfg.max_transitions, cfg.seed)
+        return data
+
+    def _queries(self, data: Dataset) -> tuple[list[PriorQuery], list[str], list[int], list[int]]:
+        """Queries (and their observation texts) for every dataset state; per transition, the
+        index of its s and of its s' (-1 when done). Episodes are replayed in the env, while
+        they match it, to attach the expert's optimal actions."""
+        env = self.slots[0].env
+        queries: list[PriorQuery] = []
+        observations: list[str] = []
+        state_of, next_of = [], []
+        for steps in data.episodes():
+            history: deque[str] = deque(maxlen=3)
+            replay = self.track_optimal
+            if replay:
+                obs, _ = env.reset(seed=0)
+            for i, tr in enumerate(steps):
+                optimal: tuple[str, ...] = ()
+                if replay and obs["text"] == tr.obs_text and obs["actions"] == list(tr.actions):
+                    optimal = tuple(env.optimal_actions())
+                    obs, *_ = env.step(tr.action)
+                else:
+                    replay = False
+                if not optimal and self.prior.uses_expert:
+                    raise UserError(f"--prior {self.cfg.prior} needs the expert's actions, but "
+                                    f"a dataset episode does not replay in {self.cfg.env}")
+                state_of.append(len(queries))
+                observations.append(tr.obs_text)
+                queries.append(build_query(self.cfg.env, self.instruction, tr.obs_text,
+                                           tr.actions, list(history), optimal))
+                history.append(history_line(tr.obs_text, tr.action))
+                if tr.done:
+                    next_of.append(-1)
+                elif i + 1 < len(steps):
+                    next_of.append(len(queries))  # the next transition's state
+                else:  # truncated: bootstrap from the last next state
+                    optimal = tuple(env.optimal_actions()) if replay else ()
+                    next_of.append(len(queries))
+                    observations.append(tr.next_obs_text)
+                    queries.append(build_query(self.cfg.env, self.instruction, tr.next_obs_text,
+                                               tr.next_actions, list(history), optimal))
+        return queries, observations, state_of, next_of
+
+    def build_buffer(self, data: Dataset) -> dict[str, torch.Tensor]:
+        """Features of (s, a_data), of C(s) and of C(s') for every transition."""
+        queries, observations, state_of, next_of = self._queries(data)
+        candidates: list[list[str]] = []
+        features: list[torch.Tensor] = []
+        for start in range(0, len(queries), CHUNK):
+            chunk = queries[start : start + CHUNK]
+            proposals = self.prior.propose(chunk, self.cfg.k)
+            texts = [format_pair(obs, a) for obs, row in
+                     zip(observations[start : start + CHUNK], proposals) for a in row]
+            encoded = self.encoder.encode(texts)
+            at = 0
+            for row in proposals:
+                candidates.append(row)
+                features.append(encoded[at : at + len(row)])
+                at += len(row)
+            for q, row in zip(chunk, proposals):
+                self.optimal_seen += 1 if q.optimal else 0
+                self.optimal_hits += 1 if q.optimal and any(a in q.optimal for a in row) else 0
+        width = max(len(row) for row in candidates)
+        dim = self.encoder.dim
+        n = len(data)
+        buffer = {
+            "features": self.encoder.encode([format_pair(tr.obs_text, tr.action)
+                                             for tr in data_order(data)]),
+            "cand_features": torch.zeros(n, width, dim),
+            "cand_mask": torch.zeros(n, width, dtype=torch.bool),
+            "next_features": torch.zeros(n, width, dim),
+            "next_mask": torch.zeros(n, width, dtype=torch.bool),
+            "reward": torch.tensor([tr.reward for tr in data_order(data)]),
+            "done": torch.tensor([float(tr.done) for tr in data_order(data)]),
+        }
+        for i, (s, s_next) in enumerate(zip(state_of, next_of)):
+            m = len(candidates[s])
+            buffer["cand_features"][i, :m] = features[s]
+            buffer["cand_mask"][i, :m] = True
+            if s_next >= 0:
+                m = len(candidates[s_next])
+                buffer["next_features"][i, :m] = features[s_next]
+                buffer["next_mask"][i, :m] = True
+        return buffer
+
+    def sample(self, buffer: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(len(buffer["reward"]), (batch_size,), generator=self.rng)
+        return {key: value[idx].to(self.device) for key, value in buffer.items()}
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _save_checkpoint(self, finished: bool) -> None:
+        state = {
+            "agent": self.agent.state_dict(), "rng": self.rng.get_state(),
+            "grad_steps": self.agent.grad_steps, "next_eval": self.next_eval,
+            "last_loss": self.last_loss, "update_seconds": self.update_seconds,
+            "wall_s": self.wall_before + time.perf_counter() - self.started,
+            "csv_rows": self.csv_rows, "finished": finished, "prior_stats": self.prior.stats,
+            "encoder_stats": self.encoder.stats, "optimal": (self.optimal_hits, self.optimal_seen),
+        }
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt_path)
+
+    def _restore_offline(self, state: dict) -> None:
+        self.agent.load_state_dict(state["agent"])
+        self.rng.set_state(state["rng"])
+        for key in ("next_eval", "last_loss", "update_seconds", "csv_rows"):
+            setattr(self, key, state[key])
+        self.wall_before = state["wall_s"]
+        # counters as they were: the rebuilt buffer asked the (cached) prior again
+        self.prior.stats.__dict__.update(state["prior_stats"].__dict__)
+        self.encoder.stats.__dict__.update(state["encoder_stats"].__dict__)
+        self.optimal_hits, self.optimal_seen = state["optimal"]
+        if self.csv_path.exists():  # drop rows written after the checkpoint
+            lines = self.csv_path.read_text().splitlines(keepends=True)
+            self.csv_path.write_text("".join(lines[: 1 + self.csv_rows]))
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        agent_cfg: CQLConfig = cfg.agent  # type: ignore[assignment]
+        total = agent_cfg.grad_steps
+        state = self._check_existing()
+        if state is not None and state["finished"] and state["grad_steps"] >= total:
+            self.log(f"already complete: {self.csv_path} (pass --overwrite to run it again)")
+            return self.csv_path
+        self._build()
+        self.agent = CQLAgent(self.encoder.dim, agent_cfg, self.device)
+        self.track_optimal = True
+        try:
+            self.slots[0].env.optimal_actions()
+        except NotImplementedError:
+            self.track_optimal = False
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+        self.wall_before = 0.0
+        self.train_returns: list[tuple[float, bool]] = []
+        self.last_loss: float | None = None
+        self.update_seconds = 0.0
+        self.optimal_hits = self.optimal_seen = 0
+        self.csv_rows = 0
+        self.next_eval = 0
+        data = self.load_data()
+        self.yaml_path.write_text(_dump(cfg))
+        self.env_steps = len(data)
+        self.log(f"dataset: {len(data)} transitions, {len(data.episodes())} episodes "
+                 f"({data.successful_episodes()} successful); computing proposals and features")
+        buffer = self.build_buffer(data)
+        self.agent.fit_normaliser(buffer["features"])
+        if state is not None:
+            self._restore_offline(state)
+            self.log(f"resuming {self.csv_path} from gradient step {self.agent.grad_steps}")
+        self.progress(self.agent.grad_steps, total, "")
+        while True:
+            step = self.agent.grad_steps
+            if step >= self.next_eval or step >= total:
+                ret, success = self.evaluate(step)
+                self._record(step, ret, success)
+                self.csv_rows += 1
+                self.next_eval = step + agent_cfg.eval_every_steps
+                finished = step >= total
+                self._save_checkpoint(finished)
+                self.progress(step, total, f"eval return {ret:.3f} success {success:.2f}")
+                if finished:
+                    return self.csv_path
+            started = time.perf_counter()
+            with update_threads():
+                losses = [self.agent.update(self.sample(buffer, agent_cfg.batch_size))
+                          for _ in range(min(self.next_eval, total) - step)]
+            self.update_seconds += time.perf_counter() - started
+            self.last_loss = sum(losses) / len(losses)
+            self.progress(self.agent.grad_steps, total, "")
+
+
+def data_order(data: Dataset):
+    """Transitions in the order ``_queries`` numbers them (episode by episode)."""
+    return [tr for steps in data.episodes() for tr in steps]
+
+
+def _dump(cfg) -> str:
+    from .config import dump_yaml
+
+    return dump_yaml(cfg)
