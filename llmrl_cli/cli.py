@@ -117,6 +117,42 @@ def run(
     typer.echo(str(path))
 
 
+@app.command("sweep")
+def sweep_command(
+    file: Path = typer.Argument(..., help="experiment YAML with a 'sweep:' grid"),
+    workers: int = typer.Option(1, help="runs at a time (worker processes)"),
+    out: Optional[str] = typer.Option(None, help="results root folder (results)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    dry_run: bool = typer.Option(False, help="list the runs and stop"),
+) -> None:
+    """Run every point of an experiment grid; finished runs are skipped, killed ones resume."""
+    from .sweep import expand, sweep
+
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    runs = expand(file, out=out, device=device)
+    for cfg in runs:
+        typer.echo(f"{cfg.stem}.csv")
+    if dry_run:
+        return
+    _quiet_libraries()
+    failed = []
+    with Progress(TextColumn("runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("", total=len(runs))
+
+        def done(result) -> None:
+            bar.advance(task)
+            if result.error:
+                failed.append(result)
+                console.print(f"[red]failed[/] {result.name}: {result.error}")
+
+        sweep(runs, workers, done)
+    console.print(f"{len(runs) - len(failed)} of {len(runs)} runs complete")
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 def collect(
     env: str = typer.Option(..., help="environment (see `llmrl envs`)"),
@@ -286,7 +322,9 @@ def _print_probe_summary(queries, results, batch: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, prog_name="llmrl", standalone_mode=False)
+        code = app(args=argv, prog_name="llmrl", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's typer.Exit(code), returned by click
+            sys.exit(code)
     except UserError as exc:
         print(f"llmrl: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -305,9 +343,12 @@ def main(argv: list[str] | None = None) -> None:
     except click_exceptions.UsageError as exc:
         print(f"llmrl: error: {exc.format_message()}".replace("\n", " "), file=sys.stderr)
         sys.exit(2)
-    except click_exceptions.Abort:
+    except typer.Abort:
         print("llmrl: aborted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # output piped into a reader that stopped (`| head`)
+        sys.stderr.close()
+        sys.exit(0)
     except KeyboardInterrupt:
         print("llmrl: interrupted (the run resumes from its last checkpoint)", file=sys.stderr)
         sys.exit(130)

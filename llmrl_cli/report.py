@@ -123,6 +123,86 @@ def plot_curves(curve: pd.DataFrame, out: Path, metric: str = "success") -> list
     return paths
 
 
+#: offline algos (their runs' env_steps = dataset transitions trained on)
+OFFLINE = ("cql", "cql-prior")
+#: the share of full-data performance that defines "enough data" in the offline table
+ENOUGH = 0.9
+
+
+def offline_curve(df: pd.DataFrame) -> pd.DataFrame:
+    """Final eval return per offline (env, algo, prior, dataset size), over seeds."""
+    off = df[df["algo"].isin(OFFLINE)]
+    if off.empty:
+        return pd.DataFrame()
+    last = off.sort_values("episode").groupby(GROUP + ["seed"], as_index=False).tail(1)
+    rows = []
+    for key, g in last.groupby(["env", "algo", "prior", "env_steps"]):
+        rows.append({**dict(zip(["env", "algo", "prior", "transitions"], key)),
+                     "seeds": int(g["seed"].nunique()),
+                     "return_mean": float(g["eval_return"].mean()),
+                     "return_ci95": ci95(g["eval_return"]),
+                     "success_mean": float(g["eval_success"].mean())})
+    return pd.DataFrame(rows).sort_values(["env", "algo", "prior", "transitions"])
+
+
+def samples_needed(curve: pd.DataFrame) -> pd.DataFrame:
+    """Per (env, algo, prior): the smallest dataset whose mean final return reaches ENOUGH of
+    the largest dataset's (NaN when the full-data return is not positive)."""
+    rows = []
+    for key, g in curve.groupby(["env", "algo", "prior"]):
+        full = float(g.loc[g["transitions"].idxmax(), "return_mean"])
+        enough = g[g["return_mean"] >= ENOUGH * full] if full > 0 else g.iloc[0:0]
+        rows.append({**dict(zip(["env", "algo", "prior"], key)), "full_return": full,
+                     "full_transitions": int(g["transitions"].max()),
+                     "transitions_needed": float(enough["transitions"].min())
+                     if len(enough) else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def offline_markdown(needed: pd.DataFrame) -> list[str]:
+    lines = [f"| env | algo | prior | full-data return | transitions | transitions to "
+             f"{ENOUGH:.0%} of it | vs cql |", "|---|---|---|---|---|---|---|"]
+    for r in needed.itertuples():
+        base = needed[(needed.env == r.env) & (needed.algo == "cql")]
+        ratio = ""
+        if r.algo != "cql" and len(base) and not math.isnan(r.transitions_needed):
+            b = float(base["transitions_needed"].iloc[0])
+            if not math.isnan(b) and b > 0:
+                ratio = f"{1 - r.transitions_needed / b:.0%} fewer"
+        need = "not reached" if math.isnan(r.transitions_needed) else f"{r.transitions_needed:.0f}"
+        lines.append(f"| {r.env} | {r.algo} | {r.prior} | {r.full_return:.3f} | "
+                     f"{r.full_transitions} | {need} | {ratio} |")
+    return lines
+
+
+def plot_offline(curve: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env, g_env in curve.groupby("env"):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for (algo, prior), g in g_env.groupby(["algo", "prior"]):
+            mean, half = g["return_mean"], g["return_ci95"].fillna(0.0)
+            ax.plot(g["transitions"], mean, marker="o", ms=3,
+                    label=f"{algo} ({prior}), n={g['seeds'].max()}")
+            ax.fill_between(g["transitions"], mean - half, mean + half, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_xlabel("dataset transitions")
+        ax.set_ylabel("final eval return")
+        ax.set_title(f"{env}: offline, final return vs dataset size (95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"offline_{env}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def _fmt(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}"
 
@@ -170,6 +250,16 @@ def write_report(root: Path, out: Path | None = None) -> Path:
         markdown_table(table), "",
     ]
     text += [f"![{p.stem}]({p.name})" for p in figures]
+    offline = offline_curve(df)
+    if not offline.empty:
+        offline.to_csv(out / "offline_curve.csv", index=False)
+        needed = samples_needed(offline)
+        text += ["", "## Offline: final return vs dataset size", "",
+                 f"Mean final eval return over seeds per dataset size; `transitions to "
+                 f"{ENOUGH:.0%}` is the smallest dataset whose return reaches {ENOUGH:.0%} of "
+                 "the largest dataset's; `vs cql` compares that with the cql baseline's.", ""]
+        text += offline_markdown(needed) + [""]
+        text += [f"![{p.stem}]({p.name})" for p in plot_offline(offline, out)]
     path = out / "report.md"
     path.write_text("\n".join(text) + "\n")
     return path

@@ -60,3 +60,29 @@ def test_report_files(tree, tmp_path):
     mid = curves[(curves.algo == "dqn") & (curves.episode == 10)].iloc[0]
     assert mid.success_mean == pytest.approx(0.5) and mid.env_steps == pytest.approx(101.0)
     assert (tmp_path / "out" / "curve_frozenlake_success.png").stat().st_size > 1000
+
+
+def test_offline_curve_and_samples_needed(tmp_path):
+    from llmrl_cli.report import offline_curve, samples_needed
+
+    # cql reaches 90% of its full-data return (1.0) at 800 transitions, cql-prior at 100
+    finals = {"cql": {100: 0.2, 200: 0.4, 400: 0.6, 800: 0.95, 1600: 1.0},
+              "cql-prior": {100: 0.92, 200: 0.95, 400: 1.0, 800: 1.0, 1600: 1.0}}
+    for algo, points in finals.items():
+        for n, ret in points.items():
+            for seed in (0, 1):
+                row = dict.fromkeys(CSV_COLUMNS, 0)
+                row.update(env="overcooked-salad", algo=algo, k=5, seed=seed, episode=500,
+                           prior="uniform" if algo == "cql" else "expert-mix:0.5",
+                           env_steps=n, eval_return=ret + 0.01 * seed, eval_success=1.0)
+                path = tmp_path / f"off-n{n}" / "overcooked-salad" / algo / f"seed_{seed}.csv"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame([row]).to_csv(path, index=False)
+    curve = offline_curve(load_results(tmp_path))
+    assert len(curve) == 10 and (curve.seeds == 2).all()
+    needed = samples_needed(curve).set_index("algo")
+    assert needed.loc["cql", "transitions_needed"] == 800
+    assert needed.loc["cql-prior", "transitions_needed"] == 100
+    text = write_report(tmp_path, tmp_path / "out").read_text()
+    assert "| overcooked-salad | cql-prior | expert-mix:0.5 | 1.005 | 1600 | 100 | 88% fewer |" in text
+    assert (tmp_path / "out" / "offline_overcooked-salad.png").exists()

@@ -1,0 +1,107 @@
+"""``llmrl sweep FILE``: every run of an experiment grid, in a pool of worker processes.
+
+An experiment YAML holds run settings (as for ``llmrl run --config``) plus a ``sweep:``
+mapping of setting -> list of values; the runs are the product of those lists. ``prior``
+values apply to the ``-prior`` algos only (the baselines run once, with every admissible
+action). Each run's results go to ``<out>/<experiment>[-<suffix>]/<env>/<algo>/seed_<n>.csv``,
+the suffix naming the swept values that are not already part of that path (e.g.
+``offline-salad-n400``). Finished runs are skipped and killed ones resume (the runners do
+that), all runs share the persistent proposal cache, and a failed run is reported without
+stopping the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import BASELINE_ALGOS, OFFLINE_ALGOS, RunConfig, build_config, load_yaml
+from .errors import UserError
+
+#: settings already in a run's path, so they need no experiment-name suffix
+IN_PATH = ("env", "algo", "seed")
+SHORT = {"max_transitions": "n", "k": "k", "prior": "", "prior_mode": "", "episodes": "ep"}
+
+
+@dataclass
+class SweepResult:
+    name: str
+    path: str | None
+    error: str | None
+
+
+def expand(path: Path | str, **overrides: Any) -> list[RunConfig]:
+    """The runs of an experiment file (settings validated, duplicates removed)."""
+    data = load_yaml(path)
+    grid = data.pop("sweep", None) or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+        raise UserError(f"{path}: 'sweep' must map settings to lists of values")
+    base_name = data.get("experiment", Path(path).stem)
+    keys = list(grid)
+    runs: dict[tuple, RunConfig] = {}
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        algo = point.get("algo", data.get("algo"))
+        if algo in BASELINE_ALGOS:
+            point.pop("prior", None)
+            point.pop("prior_mode", None)
+        suffix = "-".join(f"{SHORT.get(k, k)}{_label(v)}" for k, v in point.items()
+                          if k not in IN_PATH and v is not None)
+        experiment = f"{base_name}-{suffix}" if suffix else base_name
+        settings = {**data, **point, "experiment": experiment}
+        if algo in BASELINE_ALGOS:
+            settings.pop("prior", None)
+        if algo not in OFFLINE_ALGOS:
+            settings.pop("dataset", None)
+            settings.pop("max_transitions", None)
+        cfg = build_config(settings, **overrides)
+        runs.setdefault((cfg.experiment, cfg.env, cfg.algo, cfg.seed), cfg)
+    return list(runs.values())
+
+
+def _label(value: Any) -> str:
+    return str(value).replace(":", "").replace("/", "_")
+
+
+def run_one(cfg: RunConfig, threads: int | None = None) -> SweepResult:
+    """One run in this process (the pool's task), on ``threads`` CPU threads."""
+    import torch
+
+    from .offline import OfflineRunner
+    from .runner import Runner
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    name = f"{cfg.experiment}/{cfg.env}/{cfg.algo}/seed_{cfg.seed}"
+    try:
+        cls = OfflineRunner if cfg.algo in OFFLINE_ALGOS else Runner
+        path = cls(cfg, log=lambda *_: None).run()
+        return SweepResult(name, str(path), None)
+    except UserError as exc:
+        return SweepResult(name, None, str(exc))
+    except Exception:  # a crashed run must not take the sweep down
+        return SweepResult(name, None, traceback.format_exc(limit=3).strip().splitlines()[-1])
+
+
+def sweep(runs: list[RunConfig], workers: int = 1, on_done=None) -> list[SweepResult]:
+    import os
+
+    results = []
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if workers <= 1:
+        for cfg in runs:
+            results.append(run_one(cfg))
+            if on_done:
+                on_done(results[-1])
+        return results
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for future in as_completed([pool.submit(run_one, cfg, threads) for cfg in runs]):
+            results.append(future.result())
+            if on_done:
+                on_done(results[-1])
+    return results

@@ -1,0 +1,49 @@
+"""llmrl sweep: grid expansion, runs in worker processes, skip finished, report failures."""
+
+import pandas as pd
+import pytest
+
+from llmrl_cli.cli import main
+from llmrl_cli.sweep import expand
+
+
+def _grid(tmp_path, extra=""):
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "experiment: tiny\nenv: frozenlake\nepisodes: 4\n"
+        "agent: {eval_every: 2, eval_episodes: 1}\n"
+        "sweep:\n  algo: [dqn, dqn-prior]\n  prior: [expert-mix:0, expert-mix:1]\n"
+        "  seed: [0, 1]\n" + extra)
+    return path
+
+
+def test_expand_applies_priors_to_prior_algos_only(tmp_path):
+    runs = expand(_grid(tmp_path), out=str(tmp_path / "r"))
+    names = sorted(f"{c.experiment}/{c.algo}/{c.prior}/{c.seed}" for c in runs)
+    assert names == [
+        "tiny-expert-mix0/dqn-prior/expert-mix:0/0", "tiny-expert-mix0/dqn-prior/expert-mix:0/1",
+        "tiny-expert-mix1/dqn-prior/expert-mix:1/0", "tiny-expert-mix1/dqn-prior/expert-mix:1/1",
+        "tiny/dqn/uniform/0", "tiny/dqn/uniform/1"]
+
+
+def test_sweep_runs_skips_finished_and_reports_failures(tmp_path, capsys):
+    out = tmp_path / "r"
+    grid = _grid(tmp_path)
+    main(["sweep", str(grid), "--out", str(out), "--workers", "2"])
+    csvs = sorted(out.rglob("seed_*.csv"))
+    assert len(csvs) == 6
+    expert = pd.read_csv(out / "tiny-expert-mix0" / "frozenlake" / "dqn-prior" / "seed_0.csv")
+    assert (expert.eval_success == 1.0).all()
+    stamps = [p.stat().st_mtime_ns for p in csvs]
+    main(["sweep", str(grid), "--out", str(out)])  # everything is complete: nothing rewritten
+    assert [p.stat().st_mtime_ns for p in csvs] == stamps
+    assert "6 of 6 runs complete" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: offl\nenv: frozenlake\nagent: {grad_steps: 10}\n"
+                   "sweep:\n  algo: [cql]\n  seed: [0]\n  dataset: [/no/such.jsonl]\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(bad), "--out", str(out)])
+    assert exc.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "failed offl-dataset_no_such.jsonl/frozenlake/cql/seed_0" in err
+    assert "dataset '/no/such.jsonl' does not exist" in err and "0 of 1 runs complete" in err
