@@ -120,16 +120,22 @@ def run(
 @app.command("sweep")
 def sweep_command(
     file: Path = typer.Argument(..., help="experiment YAML with a 'sweep:' grid"),
-    workers: int = typer.Option(1, help="runs at a time (worker processes)"),
+    workers: int = typer.Option(1, help="local: runs at a time (worker processes); ray: "
+                                "each run gets cpu_count/workers CPUs"),
+    executor: str = typer.Option("local", help="local (process pool) | ray (a Ray task per run)"),
+    ray_address: Optional[str] = typer.Option(
+        None, help="ray: cluster address (auto, ray://host:10001); default: start a local one"),
     out: Optional[str] = typer.Option(None, help="results root folder (results)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     dry_run: bool = typer.Option(False, help="list the runs and stop"),
 ) -> None:
     """Run every point of an experiment grid; finished runs are skipped, killed ones resume."""
-    from .sweep import expand, sweep
+    from .sweep import EXECUTORS, expand, sweep
 
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     runs = expand(file, out=out, device=device)
     for cfg in runs:
         typer.echo(f"{cfg.stem}.csv")
@@ -147,7 +153,7 @@ def sweep_command(
                 failed.append(result)
                 console.print(f"[red]failed[/] {result.name}: {result.error}")
 
-        sweep(runs, workers, done)
+        sweep(runs, workers, done, executor=executor, address=ray_address)
     console.print(f"{len(runs) - len(failed)} of {len(runs)} runs complete")
     if failed:
         raise typer.Exit(1)

@@ -8,11 +8,18 @@ the suffix naming the swept values that are not already part of that path (e.g.
 ``offline-salad-n400``). Finished runs are skipped and killed ones resume (the runners do
 that), all runs share the persistent proposal cache, and a failed run is reported without
 stopping the others.
+
+Executors: ``local`` runs ``workers`` runs at a time in a process pool on this machine;
+``ray`` submits every run as a Ray task (one CPU each, or ``threads`` CPUs) to
+``ray.init(address=...)``. With no address Ray starts a local cluster; with one (``auto`` or
+``ray://host:10001``) the workers must have llmrl installed and see the results folder and
+``$LLMRL_CACHE_DIR`` at the same paths (a shared filesystem), which the driver forwards.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -22,6 +29,7 @@ from typing import Any
 from .config import BASELINE_ALGOS, OFFLINE_ALGOS, RunConfig, build_config, load_yaml
 from .errors import UserError
 
+EXECUTORS = ("local", "ray")
 #: settings already in a run's path, so they need no experiment-name suffix
 IN_PATH = ("env", "algo", "seed")
 SHORT = {"max_transitions": "n", "k": "k", "prior": "", "prior_mode": "", "episodes": "ep"}
@@ -49,6 +57,9 @@ def expand(path: Path | str, **overrides: Any) -> list[RunConfig]:
         if algo in BASELINE_ALGOS:
             point.pop("prior", None)
             point.pop("prior_mode", None)
+        if algo not in OFFLINE_ALGOS:
+            point.pop("dataset", None)
+            point.pop("max_transitions", None)
         suffix = "-".join(f"{SHORT.get(k, k)}{_label(v)}" for k, v in point.items()
                           if k not in IN_PATH and v is not None)
         experiment = f"{base_name}-{suffix}" if suffix else base_name
@@ -88,20 +99,67 @@ def run_one(cfg: RunConfig, threads: int | None = None) -> SweepResult:
         return SweepResult(name, None, traceback.format_exc(limit=3).strip().splitlines()[-1])
 
 
-def sweep(runs: list[RunConfig], workers: int = 1, on_done=None) -> list[SweepResult]:
-    import os
-
-    results = []
+def sweep(runs: list[RunConfig], workers: int = 1, on_done=None, executor: str = "local",
+          address: str | None = None) -> list[SweepResult]:
+    """Run ``runs``; ``on_done(result)`` is called as each one ends (in completion order)."""
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    if executor == "ray":
+        return _sweep_ray(runs, threads if workers > 1 else 1, on_done, address)
+    results = []
+
+    def finish(result: SweepResult) -> None:
+        results.append(result)
+        if on_done:
+            on_done(result)
+
     if workers <= 1:
         for cfg in runs:
-            results.append(run_one(cfg))
-            if on_done:
-                on_done(results[-1])
+            finish(run_one(cfg))
         return results
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for future in as_completed([pool.submit(run_one, cfg, threads) for cfg in runs]):
-            results.append(future.result())
-            if on_done:
-                on_done(results[-1])
+            finish(future.result())
     return results
+
+
+def run_in(cwd: str, cfg: RunConfig, threads: int | None = None) -> SweepResult:
+    """``run_one`` from the driver's working directory (relative paths mean the same there)."""
+    os.chdir(cwd)
+    return run_one(cfg, threads)
+
+
+def _sweep_ray(runs: list[RunConfig], threads: int, on_done, address: str | None
+               ) -> list[SweepResult]:
+    """Each run a Ray task needing ``threads`` CPUs; results gathered as they finish."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'ray>=2.40'") from None
+    forwarded = {k: os.environ[k] for k in ("LLMRL_CACHE_DIR", "OMP_NUM_THREADS") if k in os.environ}
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": forwarded} if forwarded else None)
+    try:
+        task = ray.remote(num_cpus=threads, max_retries=0)(run_in)
+        cwd = os.getcwd()  # results must land where the driver looks for them
+        pending = {task.remote(cwd, cfg, threads): cfg for cfg in runs}
+        results = []
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                cfg = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # the worker process died (killed, out of memory)
+                    name = f"{cfg.experiment}/{cfg.env}/{cfg.algo}/seed_{cfg.seed}"
+                    result = SweepResult(name, None, f"Ray task failed: {type(exc).__name__}")
+                results.append(result)
+                if on_done:
+                    on_done(result)
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()

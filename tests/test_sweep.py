@@ -47,3 +47,31 @@ def test_sweep_runs_skips_finished_and_reports_failures(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "failed offl-dataset_no_such.jsonl/frozenlake/cql/seed_0" in err
     assert "dataset '/no/such.jsonl' does not exist" in err and "0 of 1 runs complete" in err
+
+
+def test_ray_executor_on_a_local_cluster(tmp_path, capsys, monkeypatch):
+    """--executor ray: each run a Ray task on a local cluster; same files as the local pool,
+    relative --out and --dataset resolved from the driver's directory, a failed run reported."""
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        "experiment: tiny\nenv: frozenlake\nepisodes: 4\ndataset: missing.jsonl\n"
+        "agent: {eval_every: 2, eval_episodes: 1}\n"
+        "sweep:\n  algo: [dqn, dqn-prior, cql]\n  prior: [expert-mix:0]\n  seed: [0]\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(grid), "--out", "r", "--executor", "ray", "--workers", "2"])
+    assert exc.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "failed tiny/frozenlake/cql/seed_0" in err
+    assert "dataset 'missing.jsonl' does not exist" in err and "2 of 3 runs complete" in err
+    expert = pd.read_csv(tmp_path / "r" / "tiny-expert-mix0" / "frozenlake" / "dqn-prior"
+                         / "seed_0.csv")
+    assert list(expert.episode) == [0, 2, 4] and (expert.eval_success == 1.0).all()
+    assert (tmp_path / "r" / "tiny" / "frozenlake" / "dqn" / "seed_0.csv").exists()
+
+
+def test_sweep_rejects_an_unknown_executor(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(_grid(tmp_path)), "--executor", "dask"])
+    assert exc.value.code == 2
+    assert "unknown executor 'dask'; choose one of local, ray" in capsys.readouterr().err
