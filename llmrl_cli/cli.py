@@ -188,11 +188,13 @@ def collect(
 def report(
     results: Path = typer.Argument(Path("results"), help="results folder (or one experiment)"),
     out: Optional[Path] = typer.Option(None, help="where to write (default: the results folder)"),
+    threshold: float = typer.Option(0.8, help="eval success that counts as solved (samples-to-"
+                                    "threshold, speed-up, prior-quality curve)"),
 ) -> None:
-    """Aggregate seeds into learning curves (PNG) and a table (markdown, CSV)."""
+    """Aggregate seeds into figures and tables: report.md, CSV and LaTeX."""
     from .report import write_report
 
-    path = write_report(results, out)
+    path = write_report(results, out, threshold)
     typer.echo(str(path))
 
 

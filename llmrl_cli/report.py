@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -46,15 +48,27 @@ def load_results(root: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Final eval point of each seed, aggregated per group."""
+def base_algo(algo: str) -> str | None:
+    """The baseline an algo is compared with (dqn-prior -> dqn), or None for a baseline."""
+    return algo[: -len("-prior")] if algo.endswith("-prior") else None
+
+
+def _first_reaching(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Per seed, the first eval row with success >= threshold (seeds that never do: absent)."""
+    hit = rows[rows["eval_success"] >= threshold].sort_values("episode")
+    return hit.groupby("seed").head(1).set_index("seed")
+
+
+def summary_table(df: pd.DataFrame, threshold: float = SOLVED) -> pd.DataFrame:
+    """Final eval point of each seed, aggregated per group, with samples to ``threshold``."""
     last = df.sort_values("episode").groupby(GROUP + ["seed"], as_index=False).tail(1)
     rows = []
     for key, g in last.groupby(GROUP):
         all_rows = df.merge(g[GROUP + ["seed"]], on=GROUP + ["seed"])
         queries = g["llm_calls"] + g["llm_cache_hits"]
-        reached = all_rows[all_rows["eval_success"] >= SOLVED].groupby("seed")["episode"].min()
+        reached = _first_reaching(all_rows, threshold)
         optimal = g["prior_optimal_rate"] if "prior_optimal_rate" in g else pd.Series(dtype=float)
+        prior_s = g["prior_seconds"] if "prior_seconds" in g else pd.Series(dtype=float)
         rows.append({
             **dict(zip(GROUP, key)),
             "seeds": int(g["seed"].nunique()),
@@ -67,8 +81,12 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "return_std": float(g["eval_return"].std(ddof=1)) if len(g) > 1 else 0.0,
             "return_ci95": ci95(g["eval_return"]),
             "best_success_mean": float(all_rows.groupby("seed")["eval_success"].max().mean()),
-            # first eval episode with success >= SOLVED, over the seeds that got there
-            "episodes_to_solved_mean": float(reached.mean()) if len(reached) else float("nan"),
+            # first eval point with success >= threshold, over the seeds that got there
+            "threshold": threshold,
+            "episodes_to_solved_mean": float(reached["episode"].mean())
+            if len(reached) else float("nan"),
+            "env_steps_to_solved_mean": float(reached["env_steps"].mean())
+            if len(reached) else float("nan"),
             "seeds_solved": int(len(reached)),
             # share of visited training states whose k proposals held an optimal action
             "optimal_in_k_mean": float(pd.to_numeric(optimal, errors="coerce").mean()),
@@ -76,8 +94,33 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             "llm_calls_mean": float(g["llm_calls"].mean()),
             "llm_cache_hit_rate": float(g["llm_cache_hits"].sum() / queries.sum())
             if queries.sum() else float("nan"),
+            "prior_seconds_mean": float(pd.to_numeric(prior_s, errors="coerce").mean()),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["speedup"] = [_speedup(table, r) for r in table.itertuples()]
+    return table
+
+
+def _baseline_row(table: pd.DataFrame, env: str, algo: str, experiment: str):
+    """The baseline group for (env, algo): same env, base algo, the experiment name sharing the
+    longest prefix with ``experiment`` (sweeps name prior runs ``<experiment>-<prior>``)."""
+    base = base_algo(algo)
+    if base is None:
+        return None
+    cands = table[(table["env"] == env) & (table["algo"] == base)]
+    if cands.empty:
+        return None
+    shared = [len(os.path.commonprefix([experiment, e])) for e in cands["experiment"]]
+    return cands.iloc[max(range(len(shared)), key=shared.__getitem__)]
+
+
+def _speedup(table: pd.DataFrame, r) -> float:
+    """Baseline env steps to the threshold / this group's (NaN unless both got there)."""
+    base = _baseline_row(table, r.env, r.algo, r.experiment)
+    if base is None or not r.env_steps_to_solved_mean > 0:
+        return float("nan")
+    return float(base["env_steps_to_solved_mean"] / r.env_steps_to_solved_mean)
 
 
 def curves(df: pd.DataFrame) -> pd.DataFrame:
@@ -159,22 +202,6 @@ def samples_needed(curve: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def offline_markdown(needed: pd.DataFrame) -> list[str]:
-    lines = [f"| env | algo | prior | full-data return | transitions | transitions to "
-             f"{ENOUGH:.0%} of it | vs cql |", "|---|---|---|---|---|---|---|"]
-    for r in needed.itertuples():
-        base = needed[(needed.env == r.env) & (needed.algo == "cql")]
-        ratio = ""
-        if r.algo != "cql" and len(base) and not math.isnan(r.transitions_needed):
-            b = float(base["transitions_needed"].iloc[0])
-            if not math.isnan(b) and b > 0:
-                ratio = f"{1 - r.transitions_needed / b:.0%} fewer"
-        need = "not reached" if math.isnan(r.transitions_needed) else f"{r.transitions_needed:.0f}"
-        lines.append(f"| {r.env} | {r.algo} | {r.prior} | {r.full_return:.3f} | "
-                     f"{r.full_transitions} | {need} | {ratio} |")
-    return lines
-
-
 def plot_offline(curve: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib
 
@@ -203,63 +230,212 @@ def plot_offline(curve: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def _fmt(mean: float, std: float) -> str:
-    return f"{mean:.3f} ± {std:.3f}"
+#: ``expert-mix:EPS`` priors: a prior of known quality (EPS = share of uniform noise)
+_EXPERT_MIX = re.compile(r"^expert-mix:([0-9.]+)$")
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    lines = [
-        "| experiment | env | algo | prior | seeds | episodes | env steps | eval success | "
-        f"eval return | best success | episodes to {SOLVED:g} | optimal in k | wall s | "
-        "LLM calls | cache hit rate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def prior_quality(df: pd.DataFrame, threshold: float = SOLVED) -> pd.DataFrame:
+    """Env steps to ``threshold`` against the expert-mix noise EPS, per (env, algo) (online)."""
+    rows = []
+    online = df[~df["algo"].isin(OFFLINE)]
+    for (env, algo, prior), g in online.groupby(["env", "algo", "prior"]):
+        match = _EXPERT_MIX.match(str(prior))
+        if not match:
+            continue
+        reached = _first_reaching(g, threshold)["env_steps"]
+        rows.append({"env": env, "algo": algo, "eps": float(match.group(1)),
+                     "seeds": int(g["seed"].nunique()), "seeds_solved": int(len(reached)),
+                     "env_steps_to_solved_mean": float(reached.mean()) if len(reached)
+                     else float("nan"), "env_steps_to_solved_ci95": ci95(reached)})
+    return pd.DataFrame(rows).sort_values(["env", "algo", "eps"]) if rows else pd.DataFrame()
+
+
+def plot_prior_quality(pq: pd.DataFrame, table: pd.DataFrame, out: Path,
+                       threshold: float) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env, g_env in pq.groupby("env"):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for algo, g in g_env.groupby("algo"):
+            ax.errorbar(g["eps"], g["env_steps_to_solved_mean"],
+                        yerr=g["env_steps_to_solved_ci95"].fillna(0.0), marker="o", ms=4,
+                        capsize=3, label=f"{algo} (expert-mix:EPS)")
+            base = table[(table["env"] == env) & (table["algo"] == base_algo(algo))]
+            for b in base.itertuples():
+                if b.env_steps_to_solved_mean > 0:
+                    ax.axhline(b.env_steps_to_solved_mean, ls="--", color="grey",
+                               label=f"{b.algo} [{b.experiment}]")
+        ax.set_xlabel("EPS (share of uniform noise in the prior)")
+        ax.set_ylabel(f"env steps to eval success {threshold:g}")
+        ax.set_title(f"{env}: prior quality vs sample efficiency (95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"prior_quality_{env}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _num(value: float, fmt: str = ".3f", missing: str = "") -> str:
+    return missing if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else format(value, fmt)
+
+
+def _pm(mean: float, std: float, ci: float) -> str:
+    """mean ± std [±95% CI half-width]"""
+    text = f"{mean:.3f} ± {std:.3f}"
+    return text if math.isnan(ci) else f"{text} [±{ci:.3f}]"
+
+
+def performance_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The final-performance table: header and rows of strings (markdown and LaTeX share it)."""
+    threshold = float(table["threshold"].iloc[0]) if len(table) else SOLVED
+    header = ["experiment", "env", "algo", "prior", "seeds", "episodes", "env steps",
+              "eval success", "eval return", "best success", f"episodes to {threshold:g}",
+              f"env steps to {threshold:g}", "speed-up"]
+    rows = []
     for r in table.itertuples():
-        hit = "" if math.isnan(r.llm_cache_hit_rate) else f"{r.llm_cache_hit_rate:.1%}"
-        solved = ("never" if not r.seeds_solved else
-                  f"{r.episodes_to_solved_mean:.0f} ({r.seeds_solved}/{r.seeds})")
-        optimal = "" if math.isnan(r.optimal_in_k_mean) else f"{r.optimal_in_k_mean:.0%}"
-        lines.append(
-            f"| {r.experiment} | {r.env} | {r.algo} | {r.prior} | {r.seeds} | {r.episodes} | "
-            f"{r.env_steps:.0f} | {_fmt(r.success_mean, r.success_std)} | "
-            f"{_fmt(r.return_mean, r.return_std)} | {r.best_success_mean:.3f} | {solved} | "
-            f"{optimal} | {r.wall_s_mean:.0f} | {r.llm_calls_mean:.0f} | {hit} |"
-        )
+        solved = "never" if not r.seeds_solved else \
+            f"{r.episodes_to_solved_mean:.0f} ({r.seeds_solved}/{r.seeds})"
+        steps = "never" if not r.seeds_solved else f"{r.env_steps_to_solved_mean:.0f}"
+        rows.append([r.experiment, r.env, r.algo, r.prior, str(r.seeds), str(r.episodes),
+                     f"{r.env_steps:.0f}", _pm(r.success_mean, r.success_std, r.success_ci95),
+                     _pm(r.return_mean, r.return_std, r.return_ci95),
+                     f"{r.best_success_mean:.3f}", solved, steps,
+                     _num(r.speedup, ".2f") + ("x" if r.speedup == r.speedup else "")])
+    return header, rows
+
+
+def cost_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The prior-cost table: how much the prior was asked, and what it cost."""
+    header = ["experiment", "env", "algo", "prior", "optimal in k", "LLM calls",
+              "cache hit rate", "prior s", "wall s"]
+    rows = [[r.experiment, r.env, r.algo, r.prior, _num(r.optimal_in_k_mean, ".0%"),
+             f"{r.llm_calls_mean:.0f}", _num(r.llm_cache_hit_rate, ".1%"),
+             _num(r.prior_seconds_mean, ".0f"), f"{r.wall_s_mean:.0f}"]
+            for r in table.itertuples()]
+    return header, rows
+
+
+def offline_rows(needed: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    header = ["env", "algo", "prior", "full-data return", "transitions",
+              f"transitions to {ENOUGH:.0%} of it", "vs cql"]
+    rows = []
+    for r in needed.itertuples():
+        base = needed[(needed.env == r.env) & (needed.algo == "cql")]
+        ratio = ""
+        if r.algo != "cql" and len(base) and not math.isnan(r.transitions_needed):
+            b = float(base["transitions_needed"].iloc[0])
+            if not math.isnan(b) and b > 0:
+                ratio = f"{1 - r.transitions_needed / b:.0%} fewer"
+        need = "not reached" if math.isnan(r.transitions_needed) else f"{r.transitions_needed:.0f}"
+        rows.append([r.env, r.algo, r.prior, f"{r.full_return:.3f}", str(r.full_transitions),
+                     need, ratio])
+    return header, rows
+
+
+def prior_quality_rows(pq: pd.DataFrame, threshold: float) -> tuple[list[str], list[list[str]]]:
+    header = ["env", "algo", "EPS", "seeds reaching", f"env steps to {threshold:g}", "95% CI"]
+    rows = [[r.env, r.algo, f"{r.eps:g}", f"{r.seeds_solved}/{r.seeds}",
+             _num(r.env_steps_to_solved_mean, ".0f", "never"),
+             _num(r.env_steps_to_solved_ci95, ".0f")] for r in pq.itertuples()]
+    return header, rows
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def write_report(root: Path, out: Path | None = None) -> Path:
-    """Write ``report.md``, ``summary.csv``, ``curves.csv`` and curve PNGs; return report path."""
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
+                  "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def latex(header: list[str], rows: list[list[str]], caption: str) -> str:
+    """A booktabs table (needs \\usepackage{booktabs})."""
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule",
+             " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\caption{" + latex_escape(caption) + "}",
+              r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    return markdown(*performance_rows(table))
+
+
+def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED) -> Path:
+    """Write ``report.md`` with every figure and table; tables also as CSV and LaTeX (.tex)."""
     root = Path(root)
     out = Path(out) if out else root
+    if not 0.0 < threshold <= 1.0:
+        raise UserError(f"--threshold must be in (0, 1], got {threshold}")
     df = load_results(root)
     out.mkdir(parents=True, exist_ok=True)
-    table = summary_table(df)
+    table = summary_table(df, threshold)
     curve = curves(df)
     table.to_csv(out / "summary.csv", index=False)
     curve.to_csv(out / "curves.csv", index=False)
     figures = plot_curves(curve, out, "success") + plot_curves(curve, out, "return")
+    perf, cost = performance_rows(table), cost_rows(table)
+    (out / "summary.tex").write_text(latex(*perf, "Final evaluation: mean ± std over seeds "
+                                           "[± 95% CI half-width]"))
+    (out / "prior_cost.tex").write_text(latex(*cost, "Prior cost per run (mean over seeds)"))
     text = [
         f"# llmrl report: {root}", "",
-        "Final evaluation per env x algo x prior (mean ± std over seeds; `best success` is the "
-        f"mean over seeds of each seed's best eval point; `episodes to {SOLVED:g}` is the mean "
-        f"first eval episode with success >= {SOLVED:g}, over the seeds that reached it; "
-        "`optimal in k` is the share of visited training states whose k proposals held an "
-        "optimal action; LLM calls count model queries, the cache hit rate is over all prior "
-        "queries).", "",
-        markdown_table(table), "",
+        "## Final performance", "",
+        "Final evaluation per experiment × env × algo × prior: mean ± std over seeds, [±95% "
+        "CI half-width, Student t]. `best success`: mean over seeds of each seed's best eval "
+        f"point. `episodes to {threshold:g}` / `env steps to {threshold:g}`: first eval point "
+        f"with success >= {threshold:g}, mean over the seeds that reached it. `speed-up`: the "
+        "baseline's (dqn for dqn-prior, same env) env steps to that success over this row's. "
+        "Also in `summary.csv` and `summary.tex`.", "",
+        markdown(*perf), "",
+        "## Prior cost", "",
+        "`optimal in k`: share of visited training states whose k proposals held an optimal "
+        "action. `LLM calls`: model queries (cache misses); the cache hit rate is over all "
+        "prior queries; `prior s`: seconds spent in the prior. Also in `prior_cost.tex`.", "",
+        markdown(*cost), "",
+        "## Learning curves", "",
     ]
     text += [f"![{p.stem}]({p.name})" for p in figures]
     offline = offline_curve(df)
     if not offline.empty:
         offline.to_csv(out / "offline_curve.csv", index=False)
         needed = samples_needed(offline)
+        needed.to_csv(out / "offline_samples.csv", index=False)
+        rows = offline_rows(needed)
+        (out / "offline.tex").write_text(latex(*rows, "Offline: dataset transitions needed"))
         text += ["", "## Offline: final return vs dataset size", "",
                  f"Mean final eval return over seeds per dataset size; `transitions to "
                  f"{ENOUGH:.0%}` is the smallest dataset whose return reaches {ENOUGH:.0%} of "
                  "the largest dataset's; `vs cql` compares that with the cql baseline's.", ""]
-        text += offline_markdown(needed) + [""]
+        text += [markdown(*rows), ""]
         text += [f"![{p.stem}]({p.name})" for p in plot_offline(offline, out)]
+    pq = prior_quality(df, threshold)
+    if not pq.empty:
+        pq.to_csv(out / "prior_quality.csv", index=False)
+        rows = prior_quality_rows(pq, threshold)
+        (out / "prior_quality.tex").write_text(latex(*rows, "Prior quality vs samples"))
+        text += ["", "## Prior quality: expert-mix noise vs samples needed", "",
+                 f"`expert-mix:EPS` follows the env's expert with probability 1-EPS: env steps "
+                 f"to eval success {threshold:g} against EPS (mean and 95% CI over the seeds "
+                 "that reached it; dashed: the baseline).", "", markdown(*rows), ""]
+        text += [f"![{p.stem}]({p.name})" for p in plot_prior_quality(pq, table, out, threshold)]
     path = out / "report.md"
     path.write_text("\n".join(text) + "\n")
     return path

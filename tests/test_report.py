@@ -7,15 +7,15 @@ from llmrl_cli.report import ci95, load_results, summary_table, write_report
 from llmrl_cli.runner import CSV_COLUMNS
 
 
-def _write(root, algo, seed, successes, returns, calls=0, hits=0):
+def _write(root, algo, seed, successes, returns, calls=0, hits=0, prior=None, experiment="exp"):
     rows = []
     for i, (s, r) in enumerate(zip(successes, returns)):
         row = dict.fromkeys(CSV_COLUMNS, 0)
-        row.update(env="frozenlake", algo=algo, prior="uniform" if algo == "dqn" else "local",
+        row.update(env="frozenlake", algo=algo, prior=prior or ("uniform" if algo == "dqn" else "local"),
                    k=5, seed=seed, episode=10 * i, env_steps=100 * i + seed, eval_success=s,
                    eval_return=r, llm_calls=calls, llm_cache_hits=hits, wall_s=10.0 + seed)
         rows.append(row)
-    path = root / "exp" / "frozenlake" / algo / f"seed_{seed}.csv"
+    path = root / experiment / "frozenlake" / algo / f"seed_{seed}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
 
@@ -53,8 +53,16 @@ def test_summary_numbers(tree):
 def test_report_files(tree, tmp_path):
     path = write_report(tree, tmp_path / "out")
     text = path.read_text()
-    assert "| exp | frozenlake | dqn | uniform | 3 | 20 | 201 | 0.800 ± 0.200 |" in text
-    assert "| 0.867 | 15 (2/3) |" in text and "| 0.200 ± 0.000 | 0.200 | never |" in text
+    # mean ± std [± 95% CI half-width]; seeds 0 and 2 reach 0.8 at env steps 200 and 102
+    assert ("| exp | frozenlake | dqn | uniform | 3 | 20 | 201 | 0.800 ± 0.200 [±0.497] | "
+            "0.800 ± 0.200 [±0.497] | 0.867 | 15 (2/3) | 151 |  |") in text
+    assert "| 0.200 ± 0.000 | 0.200 ± 0.000 | 0.200 | never | never |  |" in text
+    # prior cost: 30 calls, 70 of 100 queries from the cache
+    assert "| exp | frozenlake | dqn-prior | local | 0% | 30 | 70.0% | 0 | 10 |" in text
+    tex = (tmp_path / "out" / "summary.tex").read_text()
+    assert r"\begin{tabular}{lllllllllllll}" in tex
+    assert r"exp & frozenlake & dqn & uniform & 3 & 20 & 201 & 0.800 $\pm$ 0.200 [$\pm$0.497]" in tex
+    assert r"episodes to 0.8" in tex and (tmp_path / "out" / "prior_cost.tex").exists()
     assert "![curve_frozenlake_success](curve_frozenlake_success.png)" in text
     curves = pd.read_csv(tmp_path / "out" / "curves.csv")
     mid = curves[(curves.algo == "dqn") & (curves.episode == 10)].iloc[0]
@@ -86,3 +94,36 @@ def test_offline_curve_and_samples_needed(tmp_path):
     text = write_report(tmp_path, tmp_path / "out").read_text()
     assert "| overcooked-salad | cql-prior | expert-mix:0.5 | 1.005 | 1600 | 100 | 88% fewer |" in text
     assert (tmp_path / "out" / "offline_overcooked-salad.png").exists()
+
+
+def test_speedup_and_prior_quality(tmp_path):
+    """Speed-up = baseline env steps to the threshold / the prior run's; the prior-quality
+    table lists env steps to the threshold against expert-mix EPS."""
+    _write(tmp_path, "dqn", 0, [0.0, 0.0, 1.0], [0, 0, 1])          # reaches at 200 steps
+    _write(tmp_path, "dqn", 1, [0.0, 1.0, 1.0], [0, 1, 1])          # at 101
+    for eps, (a, b) in {"0": ([1.0, 1.0], [1.0, 1.0]), "0.5": ([0.0, 1.0], [0.0, 0.9]),
+                        "1": ([0.0, 0.0], [0.0, 0.0])}.items():
+        exp = f"exp-expert-mix{eps}"
+        _write(tmp_path, "dqn-prior", 0, a, a, prior=f"expert-mix:{eps}", experiment=exp)
+        _write(tmp_path, "dqn-prior", 1, b, b, prior=f"expert-mix:{eps}", experiment=exp)
+    table = summary_table(load_results(tmp_path), threshold=0.9).set_index("prior")
+    assert table.loc["uniform", "env_steps_to_solved_mean"] == pytest.approx(150.5)
+    assert table.loc["expert-mix:0", "env_steps_to_solved_mean"] == pytest.approx(0.5)
+    assert table.loc["expert-mix:0.5", "speedup"] == pytest.approx(150.5 / 100.5)
+    assert math.isnan(table.loc["expert-mix:1", "speedup"])
+    text = write_report(tmp_path, tmp_path / "out", threshold=0.9).read_text()
+    assert "| frozenlake | dqn-prior | 0.5 | 2/2 | 100 | 6 |" in text  # 4.303*0.707/sqrt(2)
+    assert "| frozenlake | dqn-prior | 1 | 0/2 | never |  |" in text
+    assert "| 1.50x |" in text and "env steps to 0.9" in text
+    assert (tmp_path / "out" / "prior_quality_frozenlake.png").stat().st_size > 1000
+    pq = pd.read_csv(tmp_path / "out" / "prior_quality.csv")
+    assert list(pq.eps) == [0.0, 0.5, 1.0] and list(pq.seeds_solved) == [2, 2, 0]
+
+
+def test_report_rejects_a_bad_threshold(tree, capsys):
+    from llmrl_cli.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["report", str(tree), "--threshold", "1.5"])
+    assert exc.value.code == 2
+    assert "--threshold must be in (0, 1], got 1.5" in capsys.readouterr().err
