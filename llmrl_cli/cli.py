@@ -88,7 +88,11 @@ def run(
                  experiment=experiment, out=out, prior_cache=prior_cache, dataset=dataset,
                  max_transitions=max_transitions,
                  agent={"grad_steps": grad_steps} if grad_steps is not None else None)
-    cfg = build_config(load_yaml(config) if config else None, **flags)
+    data = load_yaml(config) if config else None
+    if data and ("sweep" in data or "profiles" in data):
+        raise UserError(f"{config} is an experiment grid (it has 'sweep:'/'profiles:'); run it "
+                        f"with `llmrl sweep {config}`")
+    cfg = build_config(data, **flags)
     from .priors import preflight
 
     preflight(cfg)
@@ -127,6 +131,8 @@ def sweep_command(
         None, help="ray: cluster address (auto, ray://host:10001); default: start a local one"),
     out: Optional[str] = typer.Option(None, help="results root folder (results)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    profile: str = typer.Option("paper", help="paper (the file's budgets) or a profile the file "
+                                "defines under 'profiles:' (e.g. quick)"),
     dry_run: bool = typer.Option(False, help="list the runs and stop"),
 ) -> None:
     """Run every point of an experiment grid; finished runs are skipped, killed ones resume."""
@@ -136,7 +142,7 @@ def sweep_command(
         raise UserError(f"--workers must be >= 1, got {workers}")
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    runs = expand(file, out=out, device=device)
+    runs = expand(file, profile=profile, out=out, device=device)
     for cfg in runs:
         typer.echo(f"{cfg.stem}.csv")
     if dry_run:

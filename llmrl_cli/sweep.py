@@ -9,6 +9,9 @@ the suffix naming the swept values that are not already part of that path (e.g.
 that), all runs share the persistent proposal cache, and a failed run is reported without
 stopping the others.
 
+A file may define ``profiles:`` (e.g. ``quick``: small budgets for a smoke run of the whole
+pipeline); ``--profile NAME`` applies one (see ``apply_profile``), the default ``paper`` none.
+
 Executors: ``local`` runs ``workers`` runs at a time in a process pool on this machine;
 ``ray`` submits every run as a Ray task (one CPU each, or ``threads`` CPUs) to
 ``ray.init(address=...)``. With no address Ray starts a local cluster; with one (``auto`` or
@@ -42,9 +45,31 @@ class SweepResult:
     error: str | None
 
 
-def expand(path: Path | str, **overrides: Any) -> list[RunConfig]:
+#: the profile every experiment file has: its own settings, unchanged
+PAPER = "paper"
+
+
+def apply_profile(data: dict[str, Any], name: str, path: Path | str = "") -> dict[str, Any]:
+    """The experiment settings under profile ``name``: ``profiles[name]`` overrides top-level
+    settings; its ``sweep``, ``agent`` and ``env_kwargs`` mappings override key by key."""
+    data = dict(data)
+    profiles = data.pop("profiles", None) or {}
+    if name == PAPER:
+        return data
+    if not isinstance(profiles, dict) or name not in profiles:
+        raise UserError(f"{path}: unknown profile {name!r}; choose one of "
+                        f"{', '.join([PAPER, *profiles])}")
+    for key, value in (profiles[name] or {}).items():
+        if key in ("sweep", "agent", "env_kwargs") and isinstance(value, dict):
+            data[key] = {**(data.get(key) or {}), **value}
+        else:
+            data[key] = value
+    return data
+
+
+def expand(path: Path | str, profile: str = PAPER, **overrides: Any) -> list[RunConfig]:
     """The runs of an experiment file (settings validated, duplicates removed)."""
-    data = load_yaml(path)
+    data = apply_profile(load_yaml(path), profile, path)
     grid = data.pop("sweep", None) or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError(f"{path}: 'sweep' must map settings to lists of values")

@@ -75,3 +75,41 @@ def test_sweep_rejects_an_unknown_executor(tmp_path, capsys):
         main(["sweep", str(_grid(tmp_path)), "--executor", "dask"])
     assert exc.value.code == 2
     assert "unknown executor 'dask'; choose one of local, ray" in capsys.readouterr().err
+
+
+def test_profiles_override_settings_and_grid(tmp_path, capsys):
+    grid = _grid(tmp_path, "profiles:\n  quick:\n    episodes: 2\n    agent: {eval_episodes: 3}\n"
+                           "    sweep: {seed: [5]}\n")
+    paper = expand(grid, out=str(tmp_path))
+    assert sorted({c.seed for c in paper}) == [0, 1] and {c.episodes for c in paper} == {4}
+    quick = expand(grid, profile="quick", out=str(tmp_path))
+    assert len(quick) == 3 and {c.seed for c in quick} == {5} and {c.episodes for c in quick} == {2}
+    # the profile's agent mapping overrides key by key: eval_every stays from the file
+    assert {(c.agent.eval_every, c.agent.eval_episodes) for c in quick} == {(2, 3)}
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(grid), "--profile", "huge", "--dry-run"])
+    assert exc.value.code == 2
+    assert "unknown profile 'huge'; choose one of paper, quick" in capsys.readouterr().err
+
+
+def test_run_refuses_an_experiment_grid(tmp_path, capsys):
+    grid = _grid(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--config", str(grid)])
+    assert exc.value.code == 2
+    assert f"is an experiment grid (it has 'sweep:'/'profiles:'); run it with `llmrl sweep {grid}`" \
+        in " ".join(capsys.readouterr().err.split())
+
+
+def test_experiment_files_expand_in_every_profile():
+    """Every grid in experiments/ is valid in every profile it defines."""
+    from pathlib import Path
+
+    import yaml
+
+    files = sorted(Path(__file__).parent.parent.glob("experiments/*.yaml"))
+    grids = [f for f in files if "sweep" in yaml.safe_load(f.read_text())]
+    assert len(grids) >= 4
+    for path in grids:
+        for profile in ["paper", *(yaml.safe_load(path.read_text()).get("profiles") or {})]:
+            assert expand(path, profile=profile), (path, profile)
