@@ -121,6 +121,60 @@ def run(
     typer.echo(str(path))
 
 
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="a finished run: its seed_<n>.csv or seed_<n>.yaml"),
+    prior: Optional[str] = typer.Option(None, help="evaluate with this prior (default: the "
+                                        "run's own)"),
+    k: Optional[int] = typer.Option(None, help="proposals per state (default: the run's)"),
+    prior_mode: Optional[str] = typer.Option(None, help="sample | score (default: the run's)"),
+    env_option: list[str] = typer.Option([], help="KEY=VALUE env option, e.g. split=unseen "
+                                          "(repeatable)"),
+    episodes: Optional[int] = typer.Option(None, help="eval episodes (default: the run's)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+) -> None:
+    """Evaluate a trained Q-function with another prior, k or env option (generalisation)."""
+    from .evaluate import EvalSpec, eval_csv_path, evaluate_run
+
+    cfg = run_config_of(run, device)
+    spec = EvalSpec(prior=prior, k=k, prior_mode=prior_mode,
+                    env_kwargs=parse_env_options(env_option), episodes=episodes)
+    _quiet_libraries()
+    row = evaluate_run(cfg, spec, log=lambda msg: console.print(msg))
+    console.print(f"eval return {float(row['eval_return']):.3f} success "
+                  f"{float(row['eval_success']):.2f} ({row['eval_prior']}, k={row['eval_k']}, "
+                  f"env {row['eval_env_kwargs']})")
+    typer.echo(str(eval_csv_path(cfg)))
+
+
+def run_config_of(path: Path, device: Optional[str] = None):
+    """The RunConfig of the run whose seed_<n>.csv/.yaml is at ``path`` (wherever it now is)."""
+    from .config import build_config, load_yaml
+
+    path = Path(path)
+    if path.suffix not in (".csv", ".yaml") or not path.name.startswith("seed_"):
+        raise UserError(f"{path}: give a run's seed_<n>.csv or seed_<n>.yaml")
+    yaml_path = path.with_suffix(".yaml")
+    if not yaml_path.exists():
+        raise UserError(f"{yaml_path} does not exist (is {path} a run's file?)")
+    data = load_yaml(yaml_path)
+    data.update(out=str(path.parent.parent.parent.parent), experiment=path.parent.parent.parent.name)
+    return build_config(data, device=device)
+
+
+def parse_env_options(options: list[str]) -> dict:
+    """["split=unseen", "horizon=20"] -> {"split": "unseen", "horizon": 20} (YAML-typed values)."""
+    import yaml
+
+    out = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--env-option must be KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 @app.command("sweep")
 def sweep_command(
     file: Path = typer.Argument(..., help="experiment YAML with a 'sweep:' grid"),
@@ -136,13 +190,14 @@ def sweep_command(
     dry_run: bool = typer.Option(False, help="list the runs and stop"),
 ) -> None:
     """Run every point of an experiment grid; finished runs are skipped, killed ones resume."""
-    from .sweep import EXECUTORS, expand, sweep
+    from .sweep import EXECUTORS, eval_specs, expand, sweep
 
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     runs = expand(file, profile=profile, out=out, device=device)
+    evals = eval_specs(file, profile)
     for cfg in runs:
         typer.echo(f"{cfg.stem}.csv")
     if dry_run:
@@ -159,7 +214,7 @@ def sweep_command(
                 failed.append(result)
                 console.print(f"[red]failed[/] {result.name}: {result.error}")
 
-        sweep(runs, workers, done, executor=executor, address=ray_address)
+        sweep(runs, workers, done, executor=executor, address=ray_address, evals=evals)
     console.print(f"{len(runs) - len(failed)} of {len(runs)} runs complete")
     if failed:
         raise typer.Exit(1)

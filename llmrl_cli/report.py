@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -38,6 +39,8 @@ def load_results(root: Path) -> pd.DataFrame:
         raise UserError(f"results folder {str(root)!r} does not exist")
     frames = []
     for path in sorted(root.rglob("seed_*.csv")):
+        if path.name.endswith(".eval.csv"):  # evaluations of a finished run: load_evals
+            continue
         df = pd.read_csv(path)
         if df.empty:
             continue
@@ -378,6 +381,53 @@ def markdown_table(table: pd.DataFrame) -> str:
     return markdown(*performance_rows(table))
 
 
+def load_evals(root: Path) -> pd.DataFrame:
+    """All ``seed_<n>.eval.csv`` rows under ``root`` (``llmrl evaluate`` / a sweep's
+    ``evaluate:`` grid), with their experiment."""
+    frames = []
+    for path in sorted(Path(root).rglob("seed_*.eval.csv")):
+        df = pd.read_csv(path)
+        if not df.empty:
+            df["experiment"] = path.parent.parent.parent.name
+            frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+TRAINED = ["experiment", "env", "algo", "prior", "k"]
+
+
+def _eval_label(r) -> str:
+    opts = json.loads(r.eval_env_kwargs) if isinstance(r.eval_env_kwargs, str) else {}
+    extra = "".join(f" {k}={v}" for k, v in sorted(opts.items()))
+    mode = "" if r.eval_prior_mode == "sample" else f" {r.eval_prior_mode}"
+    return f"{r.eval_prior}{mode} k={r.eval_k}{extra}"
+
+
+def generalisation(evals: pd.DataFrame) -> pd.DataFrame:
+    """Long table: trained run group x evaluation -> success/return mean ± std over seeds."""
+    evals = evals.assign(evaluation=[_eval_label(r) for r in evals.itertuples()])
+    rows = []
+    for key, g in evals.groupby(TRAINED + ["evaluation"]):
+        rows.append({**dict(zip(TRAINED + ["evaluation"], key)), "seeds": int(g["seed"].nunique()),
+                     "success_mean": float(g["eval_success"].mean()),
+                     "success_std": float(g["eval_success"].std(ddof=1)) if len(g) > 1 else 0.0,
+                     "return_mean": float(g["eval_return"].mean())})
+    return pd.DataFrame(rows)
+
+
+def generalisation_rows(gen: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The matrix: one row per trained group, one column per evaluation (success mean ± std)."""
+    columns = sorted(gen["evaluation"].unique())
+    header = ["experiment", "env", "trained", *columns]
+    rows = []
+    for key, g in gen.groupby(TRAINED):
+        cells = {r.evaluation: f"{r.success_mean:.2f} ± {r.success_std:.2f} (n={r.seeds})"
+                 for r in g.itertuples()}
+        trained = f"{key[2]} ({key[3]}, k={key[4]})"
+        rows.append([key[0], key[1], trained, *(cells.get(c, "") for c in columns)])
+    return header, rows
+
+
 def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED) -> Path:
     """Write ``report.md`` with every figure and table; tables also as CSV and LaTeX (.tex)."""
     root = Path(root)
@@ -436,6 +486,17 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED)
                  f"to eval success {threshold:g} against EPS (mean and 95% CI over the seeds "
                  "that reached it; dashed: the baseline).", "", markdown(*rows), ""]
         text += [f"![{p.stem}]({p.name})" for p in plot_prior_quality(pq, table, out, threshold)]
+    evals = load_evals(root)
+    if not evals.empty:
+        gen = generalisation(evals)
+        gen.to_csv(out / "generalisation.csv", index=False)
+        rows = generalisation_rows(gen)
+        (out / "generalisation.tex").write_text(latex(*rows, "Generalisation: eval success of "
+                                                      "the final Q under other priors, k, tasks"))
+        text += ["", "## Generalisation", "",
+                 "Eval success (mean ± std over seeds) of each run's final Q-function, "
+                 "evaluated with the prior, k and env options of the column (`llmrl evaluate`, "
+                 "or a grid's `evaluate:`).", "", markdown(*rows), ""]
     path = out / "report.md"
     path.write_text("\n".join(text) + "\n")
     return path

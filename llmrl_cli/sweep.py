@@ -60,7 +60,7 @@ def apply_profile(data: dict[str, Any], name: str, path: Path | str = "") -> dic
         raise UserError(f"{path}: unknown profile {name!r}; choose one of "
                         f"{', '.join([PAPER, *profiles])}")
     for key, value in (profiles[name] or {}).items():
-        if key in ("sweep", "agent", "env_kwargs") and isinstance(value, dict):
+        if key in ("sweep", "evaluate", "agent", "env_kwargs") and isinstance(value, dict):
             data[key] = {**(data.get(key) or {}), **value}
         else:
             data[key] = value
@@ -70,6 +70,7 @@ def apply_profile(data: dict[str, Any], name: str, path: Path | str = "") -> dic
 def expand(path: Path | str, profile: str = PAPER, **overrides: Any) -> list[RunConfig]:
     """The runs of an experiment file (settings validated, duplicates removed)."""
     data = apply_profile(load_yaml(path), profile, path)
+    data.pop("evaluate", None)
     grid = data.pop("sweep", None) or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError(f"{path}: 'sweep' must map settings to lists of values")
@@ -99,12 +100,36 @@ def expand(path: Path | str, profile: str = PAPER, **overrides: Any) -> list[Run
     return list(runs.values())
 
 
+#: what an ``evaluate:`` grid may vary (see llmrl_cli/evaluate.py)
+EVAL_KEYS = ("prior", "k", "prior_mode", "env_kwargs", "episodes")
+
+
+def eval_specs(path: Path | str, profile: str = PAPER) -> list:
+    """The evaluations of the file's ``evaluate:`` grid, run on each finished run's final Q
+    (the product of its lists; e.g. prior x k x env_kwargs for the generalisation study)."""
+    from .evaluate import EvalSpec
+
+    grid = apply_profile(load_yaml(path), profile, path).get("evaluate") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
+        raise UserError(f"{path}: 'evaluate' must map settings to lists of values")
+    unknown = set(grid) - set(EVAL_KEYS)
+    if unknown:
+        raise UserError(f"{path}: 'evaluate' cannot vary {', '.join(sorted(unknown))}; it "
+                        f"may vary {', '.join(EVAL_KEYS)}")
+    keys = list(grid)
+    return [EvalSpec(**{k: (v or {}) if k == "env_kwargs" else v
+                        for k, v in zip(keys, values)})
+            for values in itertools.product(*(grid[k] for k in keys))] if keys else []
+
+
 def _label(value: Any) -> str:
     return str(value).replace(":", "").replace("/", "_")
 
 
-def run_one(cfg: RunConfig, threads: int | None = None) -> SweepResult:
-    """One run in this process (the pool's task), on ``threads`` CPU threads."""
+def run_one(cfg: RunConfig, threads: int | None = None, evals: list | None = None
+            ) -> SweepResult:
+    """One run in this process (the pool's task), on ``threads`` CPU threads, then its
+    evaluations (``evals``: EvalSpecs)."""
     import torch
 
     from .offline import OfflineRunner
@@ -117,6 +142,11 @@ def run_one(cfg: RunConfig, threads: int | None = None) -> SweepResult:
     try:
         cls = OfflineRunner if cfg.algo in OFFLINE_ALGOS else Runner
         path = cls(cfg, log=lambda *_: None).run()
+        if evals:
+            from .evaluate import evaluate_run
+
+            for spec in evals:
+                evaluate_run(cfg, spec, log=lambda *_: None)
         return SweepResult(name, str(path), None)
     except UserError as exc:
         return SweepResult(name, None, str(exc))
@@ -125,13 +155,13 @@ def run_one(cfg: RunConfig, threads: int | None = None) -> SweepResult:
 
 
 def sweep(runs: list[RunConfig], workers: int = 1, on_done=None, executor: str = "local",
-          address: str | None = None) -> list[SweepResult]:
+          address: str | None = None, evals: list | None = None) -> list[SweepResult]:
     """Run ``runs``; ``on_done(result)`` is called as each one ends (in completion order)."""
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     if executor == "ray":
-        return _sweep_ray(runs, threads if workers > 1 else 1, on_done, address)
+        return _sweep_ray(runs, threads if workers > 1 else 1, on_done, address, evals)
     results = []
 
     def finish(result: SweepResult) -> None:
@@ -141,22 +171,23 @@ def sweep(runs: list[RunConfig], workers: int = 1, on_done=None, executor: str =
 
     if workers <= 1:
         for cfg in runs:
-            finish(run_one(cfg))
+            finish(run_one(cfg, None, evals))
         return results
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for future in as_completed([pool.submit(run_one, cfg, threads) for cfg in runs]):
+        for future in as_completed([pool.submit(run_one, cfg, threads, evals) for cfg in runs]):
             finish(future.result())
     return results
 
 
-def run_in(cwd: str, cfg: RunConfig, threads: int | None = None) -> SweepResult:
+def run_in(cwd: str, cfg: RunConfig, threads: int | None = None, evals: list | None = None
+           ) -> SweepResult:
     """``run_one`` from the driver's working directory (relative paths mean the same there)."""
     os.chdir(cwd)
-    return run_one(cfg, threads)
+    return run_one(cfg, threads, evals)
 
 
-def _sweep_ray(runs: list[RunConfig], threads: int, on_done, address: str | None
-               ) -> list[SweepResult]:
+def _sweep_ray(runs: list[RunConfig], threads: int, on_done, address: str | None,
+               evals: list | None = None) -> list[SweepResult]:
     """Each run a Ray task needing ``threads`` CPUs; results gathered as they finish."""
     try:
         import ray
@@ -170,7 +201,7 @@ def _sweep_ray(runs: list[RunConfig], threads: int, on_done, address: str | None
     try:
         task = ray.remote(num_cpus=threads, max_retries=0)(run_in)
         cwd = os.getcwd()  # results must land where the driver looks for them
-        pending = {task.remote(cwd, cfg, threads): cfg for cfg in runs}
+        pending = {task.remote(cwd, cfg, threads, evals): cfg for cfg in runs}
         results = []
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
