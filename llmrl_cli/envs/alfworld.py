@@ -8,7 +8,8 @@ The paper reached ALFWorld through LLF-Bench; this env is that thin layer, witho
   found by ALFWorld's own ``AlfredTWEnv`` (pick_and_place_simple, marked solvable). With
   ``tasks="paper"`` (default) the train split keeps only the 26 task strings the paper's code
   trains on (``PAPER_TRAIN_TASKS``); ``tasks="all"`` keeps every game.
-- ``reset(seed)`` picks one game with that seed and loads it into the engine.
+- ``reset(seed)`` picks one game with that seed and loads it into the engine;
+  ``options={"game": i}`` (an index into ``env.games``, or a game file) chooses it.
 - ``env.instruction``: one of LLF-Bench's five ALFWorld instruction paraphrases (picked with
   the reset seed) around "Your task is to: put a candle in toilet.".
 - ``obs["text"]``: the engine's text (the welcome banner dropped, as the paper's code does);
@@ -29,10 +30,10 @@ The paper reached ALFWorld through LLF-Bench; this env is that thin layer, witho
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,13 @@ class AlfworldPick(TextEnv):
         super().reset(seed=seed)
         rng = random.Random(seed) if seed is not None else random.Random(
             int(self.np_random.integers(2**31)))
-        self.game_file = self.games[rng.randrange(len(self.games))]
+        index = rng.randrange(len(self.games))
+        game = (options or {}).get("game")
+        if isinstance(game, int):
+            index = game
+        elif game is not None:
+            index = self.games.index(str(game))
+        self.game_file = self.games[index]
         obs, infos = self.engine.reset(self.game_file, seed=rng.randrange(2**31))
         self.task = task_of(self.game_file)
         self.instruction = rng.choice(INSTRUCTIONS).format(task=f"Your task is to: {self.task}")
