@@ -73,7 +73,8 @@ def test_split_and_generation_are_fixed_by_the_seed():
         make_game("CellPhone", "Drawer", random.Random(s)).problem for s in range(5))
 
 
-# A hand-written game in the official layout: a toilet, a countertop with a candle on it.
+# A hand-written game in the official layout: a toilet, a countertop with a candle on it
+# (ids in ALFRED's mangled form: "Candle|1" is written Candle_bar_1).
 PROBLEM = textwrap.dedent("""\
     (define (problem plan_handwritten)
     (:domain alfred)
@@ -82,25 +83,25 @@ PROBLEM = textwrap.dedent("""\
         CandleType - otype
         ToiletType - rtype
         CounterTopType - rtype
-        Candle_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00 - object
-        Toilet_bar__plus_01_dot_00_bar__plus_00_dot_00_bar__plus_01_dot_00 - receptacle
-        CounterTop_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00 - receptacle
-        loc_bar_1_bar_2_bar_0_bar_30 - location
-        loc_bar_3_bar_4_bar_1_bar_30 - location
-        loc_bar_0_bar_0_bar_0_bar_60 - location
+        Candle_bar_1 - object
+        Toilet_bar_1 - receptacle
+        CounterTop_bar_1 - receptacle
+        loc_bar_1 - location
+        loc_bar_2 - location
+        loc_bar_0 - location
     )
     (:init
-        (receptacleType Toilet_bar__plus_01_dot_00_bar__plus_00_dot_00_bar__plus_01_dot_00 ToiletType)
-        (receptacleType CounterTop_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00 CounterTopType)
-        (objectType Candle_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00 CandleType)
+        (receptacleType Toilet_bar_1 ToiletType)
+        (receptacleType CounterTop_bar_1 CounterTopType)
+        (objectType Candle_bar_1 CandleType)
         (canContain ToiletType CandleType)
         (canContain CounterTopType CandleType)
-        (pickupable Candle_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00)
-        (atLocation agent1 loc_bar_0_bar_0_bar_0_bar_60)
-        (inReceptacle Candle_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00 CounterTop_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00)
-        (receptacleAtLocation Toilet_bar__plus_01_dot_00_bar__plus_00_dot_00_bar__plus_01_dot_00 loc_bar_1_bar_2_bar_0_bar_30)
-        (receptacleAtLocation CounterTop_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00 loc_bar_3_bar_4_bar_1_bar_30)
-        (objectAtLocation Candle_bar__minus_01_dot_00_bar__plus_00_dot_90_bar__plus_02_dot_00 loc_bar_3_bar_4_bar_1_bar_30)
+        (pickupable Candle_bar_1)
+        (atLocation agent1 loc_bar_0)
+        (inReceptacle Candle_bar_1 CounterTop_bar_1)
+        (receptacleAtLocation Toilet_bar_1 loc_bar_1)
+        (receptacleAtLocation CounterTop_bar_1 loc_bar_2)
+        (objectAtLocation Candle_bar_1 loc_bar_2)
     )
     (:goal (exists (?r - receptacle) (exists (?o - object) (and (inReceptacle ?o ?r)
         (objectType ?o CandleType) (receptacleType ?r ToiletType)))))
