@@ -24,6 +24,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 prior_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                         help="Tools for the LLM prior.")
 app.add_typer(prior_app, name="prior")
+alfworld_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                           help="ALFWorld games (Pick & Place) for the real engine.")
+app.add_typer(alfworld_app, name="alfworld")
 console = Console(stderr=True)
 
 
@@ -352,6 +355,32 @@ def prior_probe(
         csv.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_csv(csv, index=False)
         typer.echo(str(csv))
+
+
+@alfworld_app.command("generate")
+def alfworld_generate(
+    out: Path = typer.Option(..., help="folder to write json_2.1.1/{train,valid_unseen} into"),
+    n: int = typer.Option(36, help="games per split"),
+    seed: int = typer.Option(0, help="the same seed writes the same games"),
+    horizon: int = typer.Option(50, help="keep a game only if the expert solves it in this many "
+                                "steps"),
+) -> None:
+    """Write pick-and-place games in ALFWorld's official layout, each solved by its expert."""
+    from .envs.alfworld_gen import generate
+
+    if n < 1 or seed < 0 or horizon < 1:
+        raise UserError(f"--n and --horizon must be >= 1 and --seed >= 0 (got --n {n}, "
+                        f"--seed {seed}, --horizon {horizon})")
+    if (out / "json_2.1.1").exists():
+        raise UserError(f"{out / 'json_2.1.1'} exists; choose a new --out folder")
+    with Progress(TextColumn("games"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("", total=2 * n)
+        written = generate(out, n, seed, horizon=horizon,
+                           progress=lambda done, total: bar.update(task, completed=done))
+    for split, files in written.items():
+        console.print(f"{split}: {len(files)} games")
+    typer.echo(str(out))
 
 
 def _print_probe(queries, results, k: int, top: int = 6) -> None:

@@ -68,6 +68,19 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
     "overcooked-tomato": _overcooked_preset(),
     "overcooked-salad": _overcooked_preset(),
+    # ALFWorld (Pick): the paper's DQN settings (specs/algorithms.md): 1000 episodes, eval every
+    # 80 (greedy, as its evaluate_q; 26 episodes, as many as its task strings), batch 128,
+    # buffer 20000, hard target copy every 20 gradient steps, a training phase every 10 episodes
+    # from episode 40 drawing 4 x |buffer| samples, eps-greedy 0.2 over the candidates.
+    # feature_norm is ours, as for the other envs.
+    "alfworld-pick": {
+        "episodes": 1000,
+        "agent": {"batch_size": 128, "buffer_size": 20000, "target_update": "hard",
+                  "target_update_every": 20, "train_every": 10, "train_start": 40,
+                  "train_passes": 4.0, "eval_every": 80, "eval_episodes": 26,
+                  "eval_policy": "greedy", "exploration": "eps-greedy", "epsilon": 0.2,
+                  "feature_norm": True},
+    },
 }
 
 

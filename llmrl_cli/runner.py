@@ -9,6 +9,7 @@ A killed run started again with the same command resumes from the checkpoint.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import time
 from collections import deque
@@ -51,7 +52,7 @@ class Slot:
     episode_len: int = 0
     reset_seed: int = 0
     pending: tuple | None = None  # (features, reward, done) awaiting next-state candidates
-    bootstrap: tuple | None = None  # (obs, history, optimal) of a truncated episode's end
+    bootstrap: tuple | None = None  # (obs, history, optimal, context) of a truncated episode's end
 
     def reset(self, seed: int) -> None:
         self.obs, _ = self.env.reset(seed=seed)
@@ -124,25 +125,32 @@ class Runner:
         self.slots = [Slot(make(cfg.env, **cfg.env_kwargs)) for _ in range(cfg.num_envs)]
         n_eval = min(cfg.agent.eval_episodes, 64)  # eval episodes step together as one batch
         self.eval_slots = [Slot(make(cfg.env, **cfg.env_kwargs)) for _ in range(n_eval)]
-        self.instruction = self.slots[0].env.instruction
 
     # -- one batch step: one prior call, one encoder call, one Q forward ------------------------
     def optimal(self, env: TextEnv) -> tuple[str, ...]:
         """The expert's optimal actions in env's current state, when the run needs them."""
         return tuple(env.optimal_actions()) if self.track_optimal else ()
 
-    def decide(self, states: list[tuple[dict, deque, tuple[str, ...], bool]]) -> list[Decision]:
+    @staticmethod
+    def context(env: TextEnv) -> tuple[str, str | None]:
+        """The episode's (instruction, task named in the Q input); envs like ALFWorld change
+        them at every reset, so they travel with each state."""
+        return env.instruction, env.feature_task
+
+    def decide(self, states: list[tuple[dict, deque, tuple[str, ...], tuple, bool]]
+               ) -> list[Decision]:
         """Candidates, their features and Q-values for a batch of states, each given as
-        (obs, history, optimal actions, whether to count if an optimal action was proposed)."""
-        queries = [build_query(self.cfg.env, self.instruction, obs["text"], obs["actions"],
-                               list(hist), optimal) for obs, hist, optimal, _ in states]
+        (obs, history, optimal actions, context, whether to count if an optimal action was
+        proposed)."""
+        queries = [build_query(self.cfg.env, ctx[0], obs["text"], obs["actions"],
+                               list(hist), optimal) for obs, hist, optimal, ctx, _ in states]
         proposals = self.prior.propose(queries, self.cfg.k)
-        texts = [format_pair(state[0]["text"], a) for state, cands in zip(states, proposals)
-                 for a in cands]
+        texts = [format_pair(state[0]["text"], a, state[3][1])
+                 for state, cands in zip(states, proposals) for a in cands]
         features = self.encoder.encode(texts)
         q_all = self.agent.q_values(features).cpu()
         decisions, start = [], 0
-        for (_, _, optimal, count), cands in zip(states, proposals):
+        for (_, _, optimal, _, count), cands in zip(states, proposals):
             end = start + len(cands)
             hit = any(a in optimal for a in cands) if count and self.track_optimal else None
             decisions.append(Decision(cands, features[start:end], q_all[start:end], hit))
@@ -161,8 +169,8 @@ class Runner:
             running = list(live)
             finished: dict[int, tuple[float, bool]] = {}
             while running:
-                decisions = self.decide([(s.obs, s.history, self.optimal(s.env), False)
-                                         for s in running])
+                decisions = self.decide([(s.obs, s.history, self.optimal(s.env),
+                                          self.context(s.env), False) for s in running])
                 still = []
                 for slot, d in zip(running, decisions):
                     action = d.candidates[choose(d.q, agent_cfg.eval_policy, agent_cfg, rng)]
@@ -188,9 +196,11 @@ class Runner:
             return None
         started = time.perf_counter()
         self.agent.fit_normaliser(self.replay.features[: len(self.replay)])
+        steps = (math.ceil(cfg.train_passes * len(self.replay) / cfg.batch_size)
+                 if cfg.train_passes > 0 else cfg.train_iters)
         with update_threads():
             losses = [self.agent.update(self.replay.sample(cfg.batch_size, self.rng, self.device))
-                      for _ in range(cfg.train_iters)]
+                      for _ in range(steps)]
         self.update_seconds += time.perf_counter() - started
         return sum(losses) / len(losses)
 
@@ -267,6 +277,8 @@ class Runner:
             if saved["at_start"]:  # an episode boundary: restore exactly
                 slot.reset(saved["reset_seed"])
                 slot.pending, slot.bootstrap = saved["pending"], saved["bootstrap"]
+                if slot.bootstrap is not None and len(slot.bootstrap) == 3:  # older checkpoint
+                    slot.bootstrap = (*slot.bootstrap, self.context(slot.env))
             else:  # mid-episode: that partial episode is lost; start a new one
                 self._new_episode(slot)
 
@@ -321,7 +333,8 @@ class Runner:
 
     def _batch_step(self) -> None:
         cfg = self.cfg
-        states = [(s.obs, s.history, self.optimal(s.env), True) for s in self.slots]
+        states = [(s.obs, s.history, self.optimal(s.env), self.context(s.env), True)
+                  for s in self.slots]
         boot = [s for s in self.slots if s.bootstrap is not None]
         states += [(*s.bootstrap, False) for s in boot]
         decisions = self.decide(states)
@@ -347,7 +360,8 @@ class Runner:
             else:
                 slot.pending = (d.features[index], reward, False)
                 if truncated:
-                    slot.bootstrap = (obs, deque(slot.history, maxlen=3), self.optimal(slot.env))
+                    slot.bootstrap = (obs, deque(slot.history, maxlen=3), self.optimal(slot.env),
+                                      self.context(slot.env))
             slot.obs = obs
             if terminated or truncated:
                 self.train_returns.append((slot.episode_return, bool(info.get("success"))))

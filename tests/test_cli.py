@@ -11,7 +11,8 @@ def _run(capsys, *args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("run", "--env", "lake"), "llmrl: error: unknown env 'lake'; choose one of: frozenlake"),
+    (("run", "--env", "lake"),
+     "llmrl: error: unknown env 'lake'; choose one of: alfworld-pick, frozenlake"),
     (("run", "--algo", "ppo"), "llmrl: error: unknown algo 'ppo'; choose one of: cql, cql-prior, dqn, dqn-prior"),
     (("run", "--algo", "dqn-prior", "--prior", "gpt"),
      "llmrl: error: unknown prior 'gpt'; choose one of: uniform, local, vllm, expert-mix:EPS"),

@@ -46,6 +46,9 @@ class DQNConfig:
     eval_policy: str = "softmax"  # the paper evaluates with the same softmax(Q/alpha)
     train_every: int = 5  # episodes between training phases
     train_iters: int = 40  # gradient steps per training phase
+    # > 0: a training phase takes ceil(train_passes * |replay| / batch_size) gradient steps
+    # instead of train_iters (the paper's ALFWorld code samples 4 x |buffer| per phase)
+    train_passes: float = 0.0
     train_start: int = 0  # episodes before the first training phase
     eval_every: int = 20  # episodes between evaluations
     eval_episodes: int = 10
@@ -64,6 +67,8 @@ class DQNConfig:
         for name in ("batch_size", "buffer_size", "train_every", "eval_every", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.train_passes < 0:
+            raise ValueError("train_passes must be >= 0")
         if self.alpha <= 0 or not 0 <= self.epsilon <= 1:
             raise ValueError("alpha must be > 0 and epsilon in [0, 1]")
 

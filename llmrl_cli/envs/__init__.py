@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import unknown_choice
+from .alfworld import AlfworldPick
 from .base import TextEnv
 from .frozenlake import FrozenLakeText
 from .overcooked import OvercookedSalad, OvercookedTomato
@@ -25,6 +26,12 @@ REGISTRY: dict[str, tuple[Callable[..., TextEnv], str]] = {
         OvercookedSalad,
         "TWOSOME text Overcooked, lettuce-tomato salad (LLMA-v3, task 3): 8 macro-actions, cap "
         "51 macro-steps (option: horizon)",
+    ),
+    "alfworld-pick": (
+        AlfworldPick,
+        "ALFWorld Pick & Place on the real engine (alfworld 0.4.2); official games from "
+        "$ALFWORLD_DATA, else generated ones; horizon 61 (options: split=train|unseen, data, "
+        "horizon, wording=paper|alfworld, tasks=paper|all)",
     ),
 }
 

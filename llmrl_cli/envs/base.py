@@ -49,6 +49,12 @@ class TextEnv(gym.Env[dict, int]):
     def admissible_actions(self) -> list[str]:
         raise NotImplementedError
 
+    @property
+    def feature_task(self) -> str | None:
+        """The task the Q-network's input names beside each (state, action), or None for envs
+        with one fixed task (see ``encoders.format_pair``)."""
+        return None
+
     def resolve_action(self, action: Any) -> int:
         """Map an index or an admissible action string to its index, or raise ValueError."""
         actions = self.admissible_actions()

@@ -9,6 +9,9 @@ current observation and the admissible actions, ending with ``Action:``::
     Current Observation: {observation}
     {question} Based on your previous observations and actions, please select only one action
     for the next step from the admissible actions: ['a', 'b', ...]. Action:
+
+ALFWorld's current observation also ends as LLF-Bench's does (the paper reached ALFWorld through
+LLF-Bench): ``{observation}. You are allowed to take the following actions: ['a', ...].``
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ QUESTIONS = {
                          "action should you take next?",
     "overcooked-salad": "To serve the dish of a bowl only containing chopped tomato and lettuce, "
                         "what action should you take next?",
+    "alfworld-pick": "To complete your task, what action should you take next?",
 }
+#: envs whose current observation lists the allowed actions (LLF-Bench's ALFWorld wrapper)
+LISTS_ACTIONS = ("alfworld-pick",)
 DEFAULT_QUESTION = "To complete the task, what action should you take next?"
 
 
@@ -39,6 +45,9 @@ def prompt_template(env_name: str, instruction: str, observation: str,
                     history: Sequence[str] = ()) -> str:
     """The prompt with ``ACTIONS_SLOT`` where the admissible-action list goes."""
     question = QUESTIONS.get(env_name, DEFAULT_QUESTION)
+    if env_name in LISTS_ACTIONS:
+        observation = (f"{observation.rstrip('.')}. You are allowed to take the following "
+                       f"actions: {ACTIONS_SLOT}.")
     return (
         f"{instruction}\nHistory:\n" + "\n".join(list(history)[-HISTORY_LENGTH:])
         + f"\nCurrent Observation: {observation}\n{question} Based on your previous observations "

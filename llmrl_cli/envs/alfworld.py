@@ -1,0 +1,237 @@
+"""ALFWorld Pick & Place (task type 1) on ALFWorld's real text engine, as the paper used it.
+
+The paper reached ALFWorld through LLF-Bench; this env is that thin layer, without LLF-Bench:
+
+- Games: with ``data=PATH`` or ``$ALFWORLD_DATA`` set, the official layout under it
+  (``json_2.1.1/train`` for ``split="train"``, ``json_2.1.1/valid_unseen`` for ``"unseen"``);
+  otherwise llmrl's generated set (``alfworld_gen``; made once under the cache dir). Games are
+  found by ALFWorld's own ``AlfredTWEnv`` (pick_and_place_simple, marked solvable). With
+  ``tasks="paper"`` (default) the train split keeps only the 26 task strings the paper's code
+  trains on (``PAPER_TRAIN_TASKS``); ``tasks="all"`` keeps every game.
+- ``reset(seed)`` picks one game with that seed and loads it into the engine;
+  ``options={"game": i}`` (an index into ``env.games``, or a game file) chooses it.
+- ``env.instruction``: one of LLF-Bench's five ALFWorld instruction paraphrases (picked with
+  the reset seed) around "Your task is to: put a candle in toilet.".
+- ``obs["text"]``: the engine's text (the welcome banner dropped, as the paper's code does);
+  ``obs["actions"]``: its admissible commands, sorted. The prompt (priors/prompts.py) adds
+  LLF-Bench's ". You are allowed to take the following actions: ..." to it.
+- Wording: ``"paper"`` (default) shows the ALFWorld 0.3.5 grammar the paper's runs had:
+  "put X in/on Y" (engine: "move X to Y"), "You put the X in/on the Y.", and no ``help``
+  command; ``"alfworld"`` shows the installed engine's (0.4.2) wording unchanged.
+- Reward 1 on the step that completes the task (then ``terminated``), else 0. The engine's step
+  limit is ``horizon`` (61, the paper's cut): reaching it without success is ``truncated``.
+- ``optimal_actions()``: the next action of ALFWorld's handcoded expert (``extra.expert_plan``),
+  which follows the game from whatever the agent did. It is not guaranteed optimal, and its
+  first action after a reset is always "look".
+- ``command(text)`` plays any text, as ALFWorld accepts free text: an invalid command answers
+  "Nothing happens." and still counts towards the step limit. ``step`` takes only admissible
+  actions (the llmrl interface).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from gymnasium import spaces
+
+from ..errors import UserError, unknown_choice
+from ..paths import cache_dir
+from .alfworld_engine import BANNER, Engine, alfred_tw_env, collect_games
+from .alfworld_gen import PAPER_TRAIN_TASKS, SPLIT_DIRS, generate
+from .base import TextEnv, text_observation_space
+
+WORDINGS = ("paper", "alfworld")
+TASK_SETS = ("paper", "all")
+DEFAULT_HORIZON = 61
+#: the default generated set: games per split, and the seed (change VERSION with the generator)
+DEFAULT_GAMES, DEFAULT_SEED, GENERATOR_VERSION = 36, 0, 1
+
+#: LLF-Bench's ALFWorld instructions (llfbench/envs/alfworld/prompts.py), in our words
+INSTRUCTIONS = (
+    "You are in a house with a variety of objects. {task} You have to take a sequence of "
+    "actions to fulfil it. When you take an action, you can change the world. At each step "
+    "you are told which actions are allowed, and you must pick one of them.",
+    "You are in a house that contains many kinds of objects you can interact with. You are "
+    "given a task. The task description is: {task} Generate a sequence of actions to fulfil "
+    "the task. At each step you are told which actions are allowed; pick only from them.",
+    "You are spawned in a house full of different objects, and you can interact with them. "
+    "You are given the following task: {task} Generate a sequence of actions to fulfil it. At "
+    "each step you are told which actions are allowed; select only an allowed action, "
+    "otherwise nothing will happen.",
+    "You are in a house with many different objects to interact with. Your goal: {task} "
+    "Fulfilling it takes a sequence of actions. At each step you are told which actions are "
+    "allowed, and you should choose only from that set.",
+    "You start in a house that contains many different objects and locations, and you can "
+    "interact with them. You are given the following task: {task} It takes a sequence of "
+    "actions, and each action can change the world, so keep that in mind. At each step you "
+    "are told which actions are allowed; select only an allowed action.",
+)
+
+_MOVE = re.compile(r"^move (.+) to (.+)$")
+_PUT = re.compile(r"^put (.+) in/on (.+)$")
+_MOVED = re.compile(r"You move the (.+?) to the (.+?)\.")
+_TASK = re.compile(r"Your task is to: (.+?\.)")
+
+
+def default_games_dir() -> Path:
+    return (cache_dir() / "alfworld"
+            / f"generated-v{GENERATOR_VERSION}-s{DEFAULT_SEED}-n{DEFAULT_GAMES}")
+
+
+def ensure_default_games(log=lambda msg: print(msg, file=sys.stderr)) -> Path:
+    """The default generated game set, written on first use (atomically: a finished set only)."""
+    root = default_games_dir()
+    if (root / "json_2.1.1").is_dir():
+        return root
+    log(f"llmrl: generating the default ALFWorld games ({DEFAULT_GAMES} per split, checked by "
+        f"the engine's expert; about 2 minutes, once) into {root}")
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    generate(tmp, DEFAULT_GAMES, DEFAULT_SEED)
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def data_root(data: str | Path | None) -> tuple[Path, bool]:
+    """(games root, whether it is the user's data): ``data``, ``$ALFWORLD_DATA``, or ours."""
+    if data is None:
+        data = os.environ.get("ALFWORLD_DATA") or None
+    if data is None:
+        return ensure_default_games(), False
+    return Path(data).expanduser(), True
+
+
+def task_of(game_file: str) -> str:
+    """The task string in a game file's grammar ("put a candle in toilet.")."""
+    with open(game_file) as f:
+        match = _TASK.search(f.read().replace("\\n", "\n"))
+    return match.group(1) if match else ""
+
+
+def to_paper(text: str) -> str:
+    """Engine (0.4.2) wording -> the 0.3.5 wording, for a command or a feedback text."""
+    text = _MOVE.sub(r"put \1 in/on \2", text)
+    return _MOVED.sub(r"You put the \1 in/on the \2.", text)
+
+
+class AlfworldPick(TextEnv):
+    """ALFWorld Pick & Place on the real engine (see the module docstring)."""
+
+    def __init__(self, split: str = "train", data: str | Path | None = None,
+                 horizon: int = DEFAULT_HORIZON, wording: str = "paper",
+                 tasks: str = "paper") -> None:
+        if split not in SPLIT_DIRS:
+            raise unknown_choice("ALFWorld split", split, SPLIT_DIRS)
+        if wording not in WORDINGS:
+            raise unknown_choice("ALFWorld wording", wording, WORDINGS)
+        if tasks not in TASK_SETS:
+            raise unknown_choice("ALFWorld task set", tasks, TASK_SETS)
+        self.horizon = int(horizon)
+        if self.horizon < 1:
+            raise UserError(f"horizon must be >= 1, got {horizon}")
+        self.split, self.wording = split, wording
+        root, users = data_root(data)
+        split_dir = root / "json_2.1.1" / SPLIT_DIRS[split]
+        if not split_dir.is_dir():
+            where = "ALFWORLD_DATA" if users and data is None else "data"
+            raise UserError(f"no ALFWorld games at {split_dir} ({where}={root}); expected the "
+                            "official layout json_2.1.1/{train,valid_unseen}/<task>/<trial>/"
+                            "{traj_data.json,game.tw-pddl} (alfworld-download), or unset it "
+                            "to play llmrl's generated games")
+        games = collect_games(split_dir, self.horizon)
+        if split == "train" and tasks == "paper":
+            games = [g for g in games if task_of(g) in PAPER_TRAIN_TASKS]
+        if not games:
+            raise UserError(f"no solvable pick-and-place games under {split_dir}"
+                            + (" with the paper's task strings (try tasks=all)"
+                               if split == "train" and tasks == "paper" else ""))
+        self.games = games
+        self.engine = Engine(alfred_tw_env(str(split_dir), self.horizon))
+        self.observation_space = text_observation_space()
+        self.action_space = spaces.Discrete(64)  # admissible commands vary; see obs["actions"]
+        self.game_file = ""
+        self.task = ""
+        self.instruction = ""
+        self._text, self._actions, self._commands = "", [], []
+        self._expert: list[str] = []
+        self._steps = 0
+
+    # -- wording ------------------------------------------------------------------------------
+    def _show(self, text: str) -> str:
+        return to_paper(text) if self.wording == "paper" else text
+
+    def _observe(self, obs: str, infos: dict) -> None:
+        self._text = obs[len(BANNER):] if obs.startswith(BANNER) else obs
+        self._text = self._show(self._text)
+        commands = [c for c in infos["admissible_commands"]
+                    if not (self.wording == "paper" and c == "help")]
+        labels = [self._show(c) for c in commands]
+        order = sorted(range(len(labels)), key=labels.__getitem__)
+        self._actions = [labels[i] for i in order]
+        self._commands = [commands[i] for i in order]
+        self._expert = [self._show(c) for c in infos.get("extra.expert_plan") or []]
+
+    def _obs(self) -> dict:
+        return {"text": self._text, "actions": list(self._actions)}
+
+    def admissible_actions(self) -> list[str]:
+        return list(self._actions)
+
+    @property
+    def feature_task(self) -> str:
+        """The task as the paper's Q-network input names it ("Task: put a candle in toilet.")."""
+        return f"Task: {self.task}"
+
+    # -- gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng = random.Random(seed) if seed is not None else random.Random(
+            int(self.np_random.integers(2**31)))
+        index = rng.randrange(len(self.games))
+        game = (options or {}).get("game")
+        if isinstance(game, int):
+            index = game
+        elif game is not None:
+            index = self.games.index(str(game))
+        self.game_file = self.games[index]
+        obs, infos = self.engine.reset(self.game_file, seed=rng.randrange(2**31))
+        self.task = task_of(self.game_file)
+        self.instruction = rng.choice(INSTRUCTIONS).format(task=f"Your task is to: {self.task}")
+        self._steps = 0
+        self._observe(obs, infos)
+        return self._obs(), {"success": False, "gamefile": self.game_file, "task": self.task}
+
+    def step(self, action: Any):
+        return self._play(self._commands[self.resolve_action(action)])
+
+    def command(self, text: str):
+        """Play any text command (free text, as ALFWorld accepts); see the module docstring."""
+        if self.wording == "paper":
+            text = _PUT.sub(r"move \1 to \2", text.strip())
+        return self._play(text)
+
+    def _play(self, command: str):
+        obs, infos = self.engine.step(command)
+        self._steps += 1
+        self._observe(obs, infos)
+        won = bool(infos["won"])
+        truncated = not won and (infos["done"] or self._steps >= self.horizon)
+        info = {"success": won, "gamefile": self.game_file, "task": self.task}
+        return self._obs(), float(won), won, truncated, info
+
+    def render(self) -> str:
+        return self._text
+
+    # -- expert -------------------------------------------------------------------------------
+    def optimal_actions(self) -> list[str]:
+        """ALFWorld's handcoded expert's next action (one), in this env's wording."""
+        return [a for a in self._expert if a in self._actions] or ["look"]

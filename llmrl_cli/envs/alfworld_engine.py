@@ -1,0 +1,144 @@
+"""ALFWorld's real text engine, as ALFWorld itself builds it.
+
+``AlfredTWEnv`` (alfworld.agents.environment) finds the games (task type 1, solvable, under a
+split directory) and builds the TextWorld gym env: TextWorld's PDDL backend behind ALFWorld's
+wrappers (object-name demangling, game-file info, the handcoded expert's next action in
+``infos["extra.expert_plan"]``) and TextWorld's step limit. With a batch of one the env runs
+in this process. Nothing here imitates the engine; it only chooses which game file to play.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import UserError
+from ..paths import cache_dir
+
+#: ALFWorld's task-type id of pick_and_place_simple
+PICK_AND_PLACE = 1
+#: the banner the engine puts before the first observation
+BANNER = "-= Welcome to TextWorld, ALFRED! =-\n\n"
+
+
+def import_alfworld() -> None:
+    """Import alfworld's engine modules, or explain how to install them.
+
+    ``import alfworld`` creates ``$ALFWORLD_DATA`` (default ``~/.cache/alfworld``) and sets the
+    variable for the whole process; we point it into llmrl's cache dir for that import and
+    restore the user's setting afterwards.
+    """
+    before = os.environ.get("ALFWORLD_DATA")
+    os.environ["ALFWORLD_DATA"] = before or str(cache_dir() / "alfworld-data")
+    try:
+        import alfworld.agents.environment.alfred_tw_env  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"the ALFWorld engine is not installed ({exc}); run `make install` "
+                        "(it installs alfworld==0.4.2)") from None
+    finally:
+        if before is None:
+            os.environ.pop("ALFWORLD_DATA", None)
+        else:
+            os.environ["ALFWORLD_DATA"] = before
+
+
+def engine_config(data_path: Path, horizon: int) -> dict:
+    """The part of ALFWorld's base_config.yaml that AlfredTWEnv reads for text games."""
+    path = str(data_path)
+    return {
+        "dataset": {"data_path": path, "eval_id_data_path": path, "eval_ood_data_path": path,
+                    "num_train_games": -1, "num_eval_games": -1},
+        "env": {"type": "AlfredTWEnv", "domain_randomization": False,
+                "task_types": [PICK_AND_PLACE], "expert_type": "handcoded",
+                "goal_desc_human_anns_prob": 0.0},
+        # "dagger" training adds the handcoded expert to the wrappers (train_eval="train")
+        "general": {"training_method": "dagger"},
+        "dagger": {"training": {"max_nb_steps_per_episode": horizon}},
+    }
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """AlfredTWEnv prints progress and counts; keep them off the user's terminal."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def new_alfred_tw_env(data_path: Path, horizon: int):
+    """ALFWorld's AlfredTWEnv over ``data_path``; it searches the games when made."""
+    import_alfworld()
+    from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
+
+    with _quiet():
+        return AlfredTWEnv(engine_config(data_path, horizon), train_eval="train")
+
+
+@functools.lru_cache(maxsize=8)
+def alfred_tw_env(data_path: str, horizon: int):
+    """AlfredTWEnv over ``data_path``, made once per process, path and horizon."""
+    return new_alfred_tw_env(Path(data_path), horizon)
+
+
+def collect_games(data_path: Path, horizon: int) -> list[str]:
+    """The solvable pick-and-place game files AlfredTWEnv finds under ``data_path``, sorted."""
+    return sorted(alfred_tw_env(str(data_path), horizon).game_files)
+
+
+class Engine:
+    """One in-process ALFWorld text env: ``tw.init_env(batch_size=1)`` of an AlfredTWEnv.
+
+    ``reset(game)`` loads and starts that game file; ``step(command)`` plays one command. Both
+    return ``(observation, infos)`` for the single game (infos: won, admissible_commands,
+    extra.expert_plan, extra.gamefile; step adds done). ALFWorld's expert draws from Python's
+    global ``random``; the engine keeps its own random state and swaps it in around each call,
+    so its expert is reproducible and other code's random numbers are left alone.
+    """
+
+    def __init__(self, tw, seed: int = 0) -> None:
+        with _quiet():
+            self.gym = tw.init_env(batch_size=1)
+        self._random_state = random.Random(seed).getstate()
+
+    @contextlib.contextmanager
+    def _own_random(self) -> Iterator[None]:
+        outer = random.getstate()
+        random.setstate(self._random_state)
+        try:
+            yield
+        finally:
+            self._random_state = random.getstate()
+            random.setstate(outer)
+
+    def reset(self, game_file: str, seed: int | None = None) -> tuple[str, dict]:
+        if seed is not None:
+            self._random_state = random.Random(seed).getstate()
+        self.gym.gamefiles = [game_file]  # the pool the engine draws its next game from
+        self.gym.seed(0)
+        with self._own_random():
+            obs, infos = self.gym.reset()
+        return obs[0], {k: v[0] for k, v in infos.items()}
+
+    def step(self, command: str) -> tuple[str, dict]:
+        with self._own_random():
+            obs, _, dones, infos = self.gym.step([command])
+        infos = {k: v[0] for k, v in infos.items()}
+        infos["done"] = bool(dones[0])
+        return obs[0], infos
+
+
+def expert_solves(game_file: Path, horizon: int) -> bool:
+    """Whether ALFWorld's handcoded expert, played from the start, wins within ``horizon``."""
+    tw = new_alfred_tw_env(game_file.parent, horizon)  # finds nothing: not yet solvable
+    tw.game_files = [str(game_file)]
+    engine = Engine(tw)
+    _, infos = engine.reset(str(game_file))
+    for _ in range(horizon):
+        _, infos = engine.step(infos["extra.expert_plan"][0])
+        if infos["won"] or infos["done"]:
+            break
+    return bool(infos["won"])
