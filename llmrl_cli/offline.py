@@ -72,6 +72,10 @@ class OfflineRunner(Runner):
         index of its s and of its s' (-1 when done). Episodes are replayed in the env, while
         they match it, to attach the expert's optimal actions."""
         env = self.slots[0].env
+        if env.feature_task is not None:
+            raise UserError(f"{self.cfg.algo} on {self.cfg.env} is not supported yet: its task "
+                            "changes every episode and datasets hold one instruction")
+        instruction = data.instruction or env.instruction
         queries: list[PriorQuery] = []
         observations: list[str] = []
         state_of, next_of = [], []
@@ -92,7 +96,7 @@ class OfflineRunner(Runner):
                                     f"a dataset episode does not replay in {self.cfg.env}")
                 state_of.append(len(queries))
                 observations.append(tr.obs_text)
-                queries.append(build_query(self.cfg.env, self.instruction, tr.obs_text,
+                queries.append(build_query(self.cfg.env, instruction, tr.obs_text,
                                            tr.actions, list(history), optimal))
                 history.append(history_line(tr.obs_text, tr.action))
                 if tr.done:
@@ -103,7 +107,7 @@ class OfflineRunner(Runner):
                     optimal = tuple(env.optimal_actions()) if replay else ()
                     next_of.append(len(queries))
                     observations.append(tr.next_obs_text)
-                    queries.append(build_query(self.cfg.env, self.instruction, tr.next_obs_text,
+                    queries.append(build_query(self.cfg.env, instruction, tr.next_obs_text,
                                                tr.next_actions, list(history), optimal))
         return queries, observations, state_of, next_of
 
