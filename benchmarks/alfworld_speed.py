@@ -5,7 +5,9 @@ Games: ``--data`` (official layout), else ``$ALFWORLD_DATA``, else llmrl's gener
 Reports: the time to make the env (AlfredTWEnv's game search, cached per process), the time of a
 ``reset`` (the engine loads the game file: PDDL translation, grammar), and steps per second
 under a uniformly random policy and under the engine's handcoded expert (every step also
-computes the expert's next action, as the env always does).
+computes the expert's next action, as the env always does) -- each twice, side by side: with
+TextWorld's own parser (``fast_text=False``, the paper's code path) and with llmrl's exact
+parse cache (the default), and their ratio.
 """
 
 from __future__ import annotations
@@ -27,8 +29,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    rates = {}
+    for fast in (False, True):
+        name = "parse cache" if fast else "TextWorld parser"
+        print(f"-- {name} (fast_text={fast})")
+        rates[fast] = measure(args, fast)
+    for policy in ("random", "expert"):
+        print(f"speed-up of the parse cache, {policy} policy: "
+              f"{rates[True][policy] / rates[False][policy]:.1f}x")
+
+
+def measure(args, fast: bool) -> dict[str, float]:
     start = time.perf_counter()
-    env = make("alfworld-pick", split=args.split, data=args.data)
+    env = make("alfworld-pick", split=args.split, data=args.data, fast_text=fast)
     made = time.perf_counter() - start
     print(f"make env: {made:.2f} s ({len(env.games)} games in split {args.split})")
 
@@ -41,6 +54,7 @@ def main() -> None:
           f"min {min(loads):.2f}, max {max(loads):.2f} over {len(loads)} games")
 
     rng = random.Random(args.seed)
+    rates = {}
     for policy in ("random", "expert"):
         obs, _ = env.reset(seed=args.seed)
         steps, elapsed, episodes = 0, 0.0, 0
@@ -54,9 +68,10 @@ def main() -> None:
             if terminated or truncated:
                 episodes += 1
                 obs, _ = env.reset(seed=args.seed + steps)  # load time not counted here
-        print(f"{policy:6s} policy: {steps / elapsed:6.1f} steps/s ({steps} steps, "
+        rates[policy] = steps / elapsed
+        print(f"{policy:6s} policy: {rates[policy]:6.1f} steps/s ({steps} steps, "
               f"{episodes} episodes ended; resets excluded)")
-
+    return rates
 
 if __name__ == "__main__":
     main()

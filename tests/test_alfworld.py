@@ -229,3 +229,29 @@ def test_dqn_prior_with_the_expert_runs_end_to_end(games, tmp_path):
     csv = Runner(cfg, log=lambda msg: None).run()
     rows = csv.read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("env,algo")
+
+
+def test_the_parse_cache_changes_no_observation(games):
+    """fast_text (default) caches TextWorld's parses: the same game and actions give the same
+    texts, admissible actions, rewards and expert actions as TextWorld's own parser."""
+    import random
+
+    from textworld.envs.pddl import textgen
+
+    root, _ = games
+    played = []
+    for fast in (False, True):
+        env = make("alfworld-pick", data=root, fast_text=fast)
+        assert getattr(textgen._parse_and_convert, "memoized", False) is fast
+        rng = random.Random(3)
+        obs, _ = env.reset(seed=1)
+        trace = [(obs["text"], tuple(obs["actions"]))]
+        for step in range(12):  # random moves, then the expert's: opening, taking, putting
+            action = rng.choice(obs["actions"]) if step < 6 else env.optimal_actions()[0]
+            obs, reward, terminated, truncated, _ = env.step(action)
+            trace.append((obs["text"], tuple(obs["actions"]), reward, terminated, truncated,
+                          tuple(env.optimal_actions())))
+            if terminated or truncated:
+                break
+        played.append(trace)
+    assert played[0] == played[1] and len(played[0]) > 6

@@ -42,7 +42,8 @@ from gymnasium import spaces
 
 from ..errors import UserError, unknown_choice
 from ..paths import cache_dir
-from .alfworld_engine import BANNER, Engine, alfred_tw_env, collect_games
+from .alfworld_engine import (BANNER, Engine, alfred_tw_env, collect_games, memoize_text_parser,
+                              unmemoize_text_parser)
 from .alfworld_gen import PAPER_TRAIN_TASKS, SPLIT_DIRS, generate
 from .base import TextEnv, text_observation_space
 
@@ -128,7 +129,7 @@ class AlfworldPick(TextEnv):
 
     def __init__(self, split: str = "train", data: str | Path | None = None,
                  horizon: int = DEFAULT_HORIZON, wording: str = "paper",
-                 tasks: str = "paper") -> None:
+                 tasks: str = "paper", fast_text: bool = True) -> None:
         if split not in SPLIT_DIRS:
             raise unknown_choice("ALFWorld split", split, SPLIT_DIRS)
         if wording not in WORDINGS:
@@ -155,6 +156,9 @@ class AlfworldPick(TextEnv):
                             + (" with the paper's task strings (try tasks=all)"
                                if split == "train" and tasks == "paper" else ""))
         self.games = games
+        # exact cache of TextWorld's grammar parses (alfworld_engine.memoize_text_parser);
+        # process-wide: fast_text=False restores TextWorld's own parser for every env
+        (memoize_text_parser if fast_text else unmemoize_text_parser)()
         self.engine = Engine(alfred_tw_env(str(split_dir), self.horizon))
         self.observation_space = text_observation_space()
         self.action_space = spaces.Discrete(64)  # admissible commands vary; see obs["actions"]

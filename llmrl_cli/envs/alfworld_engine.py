@@ -10,6 +10,7 @@ in this process. Nothing here imitates the engine; it only chooses which game fi
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
 import os
@@ -45,6 +46,52 @@ def import_alfworld() -> None:
             os.environ.pop("ALFWORLD_DATA", None)
         else:
             os.environ["ALFWORLD_DATA"] = before
+
+
+def _parser_modules() -> list:
+    from textworld import logic
+    from textworld.envs.pddl import textgen
+
+    return [textgen, logic]
+
+
+def memoize_text_parser() -> None:
+    """Cache TextWorld's TatSu parses of grammar and logic strings (exact; the env's
+    ``fast_text=False`` turns it off).
+
+    TextWorld's PDDL backend describes every state by deriving text from ALFWorld's grammar;
+    ``ContextSensitiveGrammar.derive`` and its conditional symbols re-parse the same template
+    strings and logic queries with TatSu at every step, most of a step's time. A parse depends
+    only on its string and rule, so the first one is kept and each call gets a deep copy
+    (derivation mutates the symbols it gets). Observations are unchanged (tested).
+    """
+    for module in _parser_modules():
+        if getattr(module._parse_and_convert, "memoized", False):
+            continue
+        original = module._parse_and_convert
+        module._parse_and_convert = _memoized(original)
+
+
+def _memoized(original):
+    parsed: dict[tuple, object] = {}
+
+    def parse_and_convert(text, rule_name=None, **kwargs):
+        key = (text, rule_name)
+        if key not in parsed:
+            parsed[key] = original(text, rule_name=rule_name, **kwargs)
+        return copy.deepcopy(parsed[key])
+
+    parse_and_convert.memoized = True
+    parse_and_convert.original = original
+    return parse_and_convert
+
+
+def unmemoize_text_parser() -> None:
+    """Restore TextWorld's own parsers (the paper's code path; the equality test)."""
+    for module in _parser_modules():
+        original = getattr(module._parse_and_convert, "original", None)
+        if original is not None:
+            module._parse_and_convert = original
 
 
 def engine_config(data_path: Path, horizon: int) -> dict:
