@@ -121,8 +121,11 @@ def _baseline_row(table: pd.DataFrame, env: str, algo: str, experiment: str):
 def _speedup(table: pd.DataFrame, r) -> float:
     """Baseline env steps to the threshold / this group's (NaN unless both got there)."""
     base = _baseline_row(table, r.env, r.algo, r.experiment)
-    if base is None or not r.env_steps_to_solved_mean > 0:
+    if base is None or not base["env_steps_to_solved_mean"] >= 0 \
+            or not r.env_steps_to_solved_mean >= 0:
         return float("nan")
+    if r.env_steps_to_solved_mean == 0:  # solved before any training: the prior alone
+        return float("inf")
     return float(base["env_steps_to_solved_mean"] / r.env_steps_to_solved_mean)
 
 
@@ -311,8 +314,14 @@ def performance_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                      f"{r.env_steps:.0f}", _pm(r.success_mean, r.success_std, r.success_ci95),
                      _pm(r.return_mean, r.return_std, r.return_ci95),
                      f"{r.best_success_mean:.3f}", solved, steps,
-                     _num(r.speedup, ".2f") + ("x" if r.speedup == r.speedup else "")])
+                     _speedup_text(r.speedup)])
     return header, rows
+
+
+def _speedup_text(value: float) -> str:
+    if math.isnan(value):
+        return ""
+    return "∞ (solved at step 0)" if math.isinf(value) else f"{value:.2f}x"
 
 
 def cost_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -359,7 +368,7 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "±": r"$\pm$"}
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "∞": r"$\infty$"}
 
 
 def latex_escape(text: str) -> str:
@@ -452,7 +461,9 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED)
         "CI half-width, Student t]. `best success`: mean over seeds of each seed's best eval "
         f"point. `episodes to {threshold:g}` / `env steps to {threshold:g}`: first eval point "
         f"with success >= {threshold:g}, mean over the seeds that reached it. `speed-up`: the "
-        "baseline's (dqn for dqn-prior, same env) env steps to that success over this row's. "
+        "baseline's (dqn for dqn-prior, same env) env steps to that success over this row's, "
+        "each a mean over its seeds that got there (see the counts); ∞ when the first "
+        "evaluation, before any training, already reached it (the prior alone). "
         "Also in `summary.csv` and `summary.tex`.", "",
         markdown(*perf), "",
         "## Prior cost", "",

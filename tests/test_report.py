@@ -127,3 +127,10 @@ def test_report_rejects_a_bad_threshold(tree, capsys):
         main(["report", str(tree), "--threshold", "1.5"])
     assert exc.value.code == 2
     assert "--threshold must be in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_speedup_text():
+    from llmrl_cli.report import _speedup_text
+
+    assert _speedup_text(float("inf")) == "∞ (solved at step 0)"
+    assert _speedup_text(1.4975) == "1.50x" and _speedup_text(float("nan")) == ""
