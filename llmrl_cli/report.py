@@ -267,14 +267,21 @@ def plot_prior_quality(pq: pd.DataFrame, table: pd.DataFrame, out: Path,
     for env, g_env in pq.groupby("env"):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for algo, g in g_env.groupby("algo"):
-            ax.errorbar(g["eps"], g["env_steps_to_solved_mean"],
-                        yerr=g["env_steps_to_solved_ci95"].fillna(0.0), marker="o", ms=4,
-                        capsize=3, label=f"{algo} (expert-mix:EPS)")
+            mean, half = g["env_steps_to_solved_mean"], g["env_steps_to_solved_ci95"].fillna(0.0)
+            low = mean - (mean - half).clip(lower=0.0)  # env steps cannot be negative
+            ax.errorbar(g["eps"], mean, yerr=[low, half], marker="o", ms=4, capsize=3,
+                        label=f"{algo} (expert-mix:EPS)")
+            for r in g.itertuples():  # how many seeds the point stands on
+                if r.seeds_solved < r.seeds:
+                    ax.annotate(f"{r.seeds_solved}/{r.seeds} seeds", (r.eps, 0.0 if math.isnan(
+                        r.env_steps_to_solved_mean) else r.env_steps_to_solved_mean),
+                        textcoords="offset points", xytext=(4, 6), fontsize=7)
             base = table[(table["env"] == env) & (table["algo"] == base_algo(algo))]
             for b in base.itertuples():
-                if b.env_steps_to_solved_mean > 0:
+                if b.env_steps_to_solved_mean >= 0:
                     ax.axhline(b.env_steps_to_solved_mean, ls="--", color="grey",
-                               label=f"{b.algo} [{b.experiment}]")
+                               label=f"{b.algo} [{b.experiment}], {b.seeds_solved}/{b.seeds} "
+                               "seeds reached it")
         ax.set_xlabel("EPS (share of uniform noise in the prior)")
         ax.set_ylabel(f"env steps to eval success {threshold:g}")
         ax.set_title(f"{env}: prior quality vs sample efficiency (95% CI)")
