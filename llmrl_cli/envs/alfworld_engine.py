@@ -72,10 +72,17 @@ def memoize_text_parser() -> None:
         module._parse_and_convert = _memoized(original)
 
 
+#: strings longer than this (game logic documents) are parsed as before: a deep copy of their
+#: parse costs more than the parse, and a game's documents are parsed once per load
+MEMO_MAX_CHARS = 2000
+
+
 def _memoized(original):
     parsed: dict[tuple, object] = {}
 
     def parse_and_convert(text, rule_name=None, **kwargs):
+        if len(text) > MEMO_MAX_CHARS:  # a whole logic document, parsed once per game load
+            return original(text, rule_name=rule_name, **kwargs)
         key = (text, rule_name)
         if key not in parsed:
             parsed[key] = original(text, rule_name=rule_name, **kwargs)
