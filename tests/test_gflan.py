@@ -70,8 +70,10 @@ def test_action_logprobs_equal_a_direct_forward_per_action(setup):
 def test_adapters_off_reproduce_the_base_models_scores_exactly(setup):
     _, agent, base = setup
     off = agent.prior_scores(_prompts(), ACTIONS)
+    # the same scores up to fp32 rounding: once peft has wrapped the linear layers the base
+    # model's own scores move by ~1e-6 too (measured), so bit-for-bit is not on offer
     for i, row in enumerate(base):
-        assert off[i, : len(row)].tolist() == row  # bit for bit
+        assert torch.allclose(off[i, : len(row)], torch.tensor(row), rtol=0, atol=1e-5)
     with torch.no_grad():
         on, _ = agent.evaluate_actions(_prompts(), ACTIONS, value=False)
     on_scores = torch.log_softmax(off, 1)

@@ -228,16 +228,16 @@ class GFlanAgent:
                                  (v_clipped - batch["returns"]) ** 2).mean()
         entropy = masked_entropy(logpi).mean()
         loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
-        stats = {"policy_loss": float(pg), "value_loss": float(v_loss),
-                 "entropy": float(entropy),
+        stats = {"policy_loss": float(pg.detach()), "value_loss": float(v_loss.detach()),
+                 "entropy": float(entropy.detach()),
                  "clip_frac": float(((ratio - 1).abs() > cfg.clip).float().mean())}
         if batch.get("prior_logp") is not None:
             kl = kl_estimate(logpi, batch["prior_logp"], batch["samples"]).mean()
             loss = loss + cfg.kl_beta * kl
             p = logpi.exp()
             exact = (p * torch.where(p > 0, logpi - batch["prior_logp"], 0.0)).sum(1).mean()
-            stats.update(kl=float(kl), kl_exact=float(exact), beta=cfg.kl_beta)
-        stats["loss"] = float(loss)
+            stats.update(kl=float(kl.detach()), kl_exact=float(exact.detach()), beta=cfg.kl_beta)
+        stats["loss"] = float(loss.detach())
         return loss, stats
 
     def update(self, batch: dict) -> dict[str, float]:
