@@ -42,7 +42,8 @@ def _quiet_libraries() -> None:
 @app.command()
 def run(
     env: Optional[str] = typer.Option(None, help="environment (see `llmrl envs`)"),
-    algo: Optional[str] = typer.Option(None, help="dqn | dqn-prior | cql | cql-prior | gflan | gflan-prior"),
+    algo: Optional[str] = typer.Option(
+        None, help="dqn | dqn-prior | cql | cql-prior | gflan | gflan-prior"),
     prior: Optional[str] = typer.Option(
         None, help="uniform | local | vllm | expert-mix:EPS (see `llmrl priors`)"),
     prior_model: Optional[str] = typer.Option(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .agents.gflan import GFlanAgent, GFlanConfig, gae
+from .agents.gflan import GFlanAgent, gae
 from .encoders import EncoderStats
 from .errors import UserError
 from .priors import make_prior
@@ -41,10 +41,11 @@ class PolicyDecision(Decision):
     samples: list[int] = field(default_factory=list)  # gflan-prior: k draws from p_LLM
 
 
+@dataclass
 class _NoEncoder:
     """GFlan reads text with the LLM itself; this keeps the shared CSV columns at zero."""
 
-    stats = EncoderStats()
+    stats: EncoderStats = field(default_factory=EncoderStats)
 
 
 class Rollout:
@@ -74,7 +75,6 @@ class GFlanRunner(Runner):
             raise UserError(f"--algo {cfg.algo} trains the LLM in-process: use --prior local")
         self.agent = GFlanAgent(self.prior, cfg.agent)
         self.encoder = _NoEncoder()
-        self.encoder.stats = EncoderStats()
         self.replay = Rollout(cfg.num_envs)
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.slots = [Slot(self._make_env()) for _ in range(cfg.num_envs)]

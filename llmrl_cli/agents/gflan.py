@@ -236,7 +236,8 @@ class GFlanAgent:
             loss = loss + cfg.kl_beta * kl
             p = logpi.exp()
             exact = (p * torch.where(p > 0, logpi - batch["prior_logp"], 0.0)).sum(1).mean()
-            stats.update(kl=float(kl.detach()), kl_exact=float(exact.detach()), beta=cfg.kl_beta)
+            stats.update(kl=float(kl.detach()), kl_exact=float(exact.detach()),
+                         beta=cfg.kl_beta)
         stats["loss"] = float(loss.detach())
         return loss, stats
 
