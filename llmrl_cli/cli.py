@@ -42,7 +42,8 @@ def _quiet_libraries() -> None:
 @app.command()
 def run(
     env: Optional[str] = typer.Option(None, help="environment (see `llmrl envs`)"),
-    algo: Optional[str] = typer.Option(None, help="dqn | dqn-prior | cql | cql-prior"),
+    algo: Optional[str] = typer.Option(
+        None, help="dqn | dqn-prior | cql | cql-prior | gflan | gflan-prior"),
     prior: Optional[str] = typer.Option(
         None, help="uniform | local | vllm | expert-mix:EPS (see `llmrl priors`)"),
     prior_model: Optional[str] = typer.Option(
@@ -100,7 +101,7 @@ def run(
 
     preflight(cfg)
     _quiet_libraries()
-    from .config import OFFLINE_ALGOS
+    from .config import OFFLINE_ALGOS, POLICY_ALGOS
     from .offline import OfflineRunner
     from .runner import Runner
 
@@ -111,7 +112,10 @@ def run(
                   MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
                   console=console) as bar:
         task = bar.add_task("", total=cfg.agent.grad_steps if offline else cfg.episodes)
-        runner = (OfflineRunner if offline else Runner)(cfg, overwrite=overwrite, log=console.print,
+        runner_cls = OfflineRunner if offline else Runner
+        if cfg.algo in POLICY_ALGOS:
+            from .gflan import GFlanRunner as runner_cls
+        runner = runner_cls(cfg, overwrite=overwrite, log=console.print,
                         progress=lambda done, total, msg: bar.update(
                             task, completed=done, **({"description": msg} if msg else {})))
         path = runner.run()

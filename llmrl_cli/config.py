@@ -16,6 +16,7 @@ import yaml
 
 from .agents.cql import CQLConfig
 from .agents.dqn import DQNConfig
+from .agents.gflan import GFlanConfig
 from .errors import UserError, unknown_choice
 
 ALGOS = {
@@ -23,11 +24,15 @@ ALGOS = {
     "dqn-prior": "online Q-learning over k LLM-proposed actions, act by softmax(Q/alpha)",
     "cql": "offline conservative Q-learning over all admissible actions (baseline)",
     "cql-prior": "offline conservative Q-learning over k LLM-proposed actions",
+    "gflan": "the LLM as the policy over admissible actions, PPO with LoRA (GLAM)",
+    "gflan-prior": "gflan + beta * KL(pi || frozen LLM prior), estimated from k prior samples",
 }
 #: algos trained on a fixed dataset (``--dataset``), evaluated online in the env
 OFFLINE_ALGOS = ("cql", "cql-prior")
 #: algos whose candidate set is every admissible action (they take no prior)
 BASELINE_ALGOS = ("dqn", "cql")
+#: algos whose policy is the local LLM itself, trained with PPO + LoRA (llmrl_cli/gflan.py)
+POLICY_ALGOS = ("gflan", "gflan-prior")
 PRIOR_MODES = ("sample", "score")
 PROJECTIONS = ("default", "paper")
 
@@ -120,7 +125,7 @@ class RunConfig:
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    agent: DQNConfig = field(default_factory=DQNConfig)
+    agent: DQNConfig | CQLConfig | GFlanConfig = field(default_factory=DQNConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -193,7 +198,9 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
         raise unknown_choice("algo", algo, ALGOS)
     agent_data: dict[str, Any] = {}
     merged: dict[str, Any] = {}
-    for layer in (ENV_PRESETS.get(env, {}), yaml_data):  # preset first, then the YAML
+    # preset first, then the YAML; the env presets hold Q-learning settings, not PPO ones
+    preset = ENV_PRESETS.get(env, {}) if algo not in POLICY_ALGOS else {}
+    for layer in (preset, yaml_data):
         layer = dict(layer)
         per_algo = layer.pop("per_algo", {}) or {}
         agent_data = _merge(agent_data, layer.pop("agent", {}) or {})
@@ -207,6 +214,8 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
         raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid run settings: "
                         f"{', '.join(sorted(run_fields))} (and 'agent', 'per_algo')")
     agent_cls = CQLConfig if algo in OFFLINE_ALGOS else DQNConfig
+    if algo in POLICY_ALGOS:
+        agent_cls = GFlanConfig
     agent_fields = {f.name for f in dataclasses.fields(agent_cls)}
     unknown = set(agent_data) - agent_fields
     if unknown:
@@ -236,6 +245,9 @@ def validate(cfg: RunConfig) -> None:
     elif cfg.prior is None:
         cfg.prior = "local"
     check_prior_name(cfg.prior)
+    if cfg.algo in POLICY_ALGOS and cfg.prior != "local":
+        raise UserError(f"--algo {cfg.algo} trains the LLM itself in-process: use --prior local "
+                        f"(another model: --prior-model FOLDER), not --prior {cfg.prior}")
     if cfg.prior_mode not in PRIOR_MODES:
         raise unknown_choice("prior mode", cfg.prior_mode, PRIOR_MODES)
     if cfg.projection not in PROJECTIONS:

@@ -77,6 +77,9 @@ def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     if not state.get("finished"):
         raise UserError(f"{cfg.stem}.csv is not finished; run it to the end first")
+    if cfg.algo in ("gflan", "gflan-prior"):
+        raise UserError(f"llmrl evaluate re-scores a Q-function; {cfg.algo} runs have none (their "
+                        "CSV already holds the policy's evaluations)")
     eval_cfg = spec.resolve(cfg)
     row = {"env": cfg.env, "algo": cfg.algo, "prior": cfg.prior, "k": cfg.k,
            "prior_mode": cfg.prior_mode, "seed": cfg.seed,

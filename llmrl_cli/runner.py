@@ -9,6 +9,7 @@ A killed run started again with the same command resumes from the checkpoint.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -71,6 +72,9 @@ class Decision:
 class Runner:
     """Builds the pieces of a run and executes the loop (``run()``)."""
 
+    #: the CSV's columns; a subclass may add its own after these (see ``extra_row``)
+    csv_columns = CSV_COLUMNS
+
     def __init__(self, cfg: RunConfig, progress: Callable[[int, int, str], None] | None = None,
                  overwrite: bool = False, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
@@ -99,7 +103,8 @@ class Runner:
             defaults = RunConfig().to_dict()
             for key in set(new_cfg) - set(old_cfg):
                 old_cfg[key] = defaults.get(key)
-            for key, value in identity_of(defaults)["agent"].items():
+            agent_defaults = {"agent": dataclasses.asdict(type(self.cfg.agent)())}
+            for key, value in identity_of(agent_defaults)["agent"].items():
                 old_cfg.get("agent", {}).setdefault(key, value)
             if old_cfg != new_cfg:
                 diff = sorted(k for k in set(old_cfg) | set(new_cfg)
@@ -228,14 +233,19 @@ class Runner:
             "prior_optimal_rate": (self.optimal_hits / self.optimal_seen
                                    if self.optimal_seen else ""),
         }
+        row.update(self.extra_row())
         self.train_returns = []
         new_file = not self.csv_path.exists()
         with self.csv_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.csv_columns)
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
         return row
+
+    def extra_row(self) -> dict:
+        """A subclass's own columns of a CSV row (``csv_columns``)."""
+        return {}
 
     def _save_checkpoint(self, finished: bool) -> None:
         slots = [

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import BASELINE_ALGOS, OFFLINE_ALGOS, RunConfig, build_config, load_yaml
+from .config import (BASELINE_ALGOS, OFFLINE_ALGOS, POLICY_ALGOS, RunConfig, build_config,
+                     load_yaml)
 from .errors import UserError
 
 EXECUTORS = ("local", "ray")
@@ -141,6 +142,8 @@ def run_one(cfg: RunConfig, threads: int | None = None, evals: list | None = Non
     name = f"{cfg.experiment}/{cfg.env}/{cfg.algo}/seed_{cfg.seed}"
     try:
         cls = OfflineRunner if cfg.algo in OFFLINE_ALGOS else Runner
+        if cfg.algo in POLICY_ALGOS:
+            from .gflan import GFlanRunner as cls
         path = cls(cfg, log=lambda *_: None).run()
         if evals:
             from .evaluate import evaluate_run

@@ -1,0 +1,269 @@
+"""GFlan and GFlan-Prior (online, policy): the LLM itself is the policy (GLAM, Carta et al. 2023;
+Yan et al., ICLR 2025, Sec. 4.3), trained with PPO through LoRA adapters.
+
+Policy. For a state s with admissible actions A(s) and its prompt x (per-env template,
+``priors/prompts.py``)::
+
+    score(a) = sum_t log softmax(LM(x, a_<t))[a_t]      (log-softmax over the vocabulary first)
+    pi(a|s)  = softmax_{a in A(s)} score(a)
+    V(s)     = MLP(h_L(x)[-1])                           (last layer, prompt's last token)
+
+One prompt forward per state; every action's tokens run against that prompt's KV cache.
+LoRA adapters (peft) sit on the LM's linear layers: adapters on = the policy pi, adapters off =
+the frozen prior p_LLM (the same scores, one base model in memory).
+
+Loss on a minibatch of (s, a, logpi_old(a), V_old, A_hat, R) (CleanRL's PPO)::
+
+    r        = exp(log pi(a|s) - log pi_old(a|s))
+    L_clip   = -mean( min(r * A_hat, clip(r, 1 - eps, 1 + eps) * A_hat) )   A_hat normalised
+    L_V      = 0.5 * mean( max((V - R)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - R)^2) )
+    H        = mean( entropy of pi(.|s) over A(s) )
+    KL_hat   = mean_s (1/k) sum_i w_i * log w_i,  w_i = pi(a_i|s) / p_LLM(a_i|s),  a_i ~ p_LLM
+    loss     = L_clip + c_V * L_V - c_H * H + beta * KL_hat     (beta = 0 for gflan)
+
+KL_hat is an unbiased estimate of KL(pi || p_LLM) from k samples of the frozen prior
+(importance weighting: E_p[(pi/p) log(pi/p)] = E_pi[log(pi/p)]); since p does not depend on
+the parameters, its gradient is an unbiased estimate of the KL's gradient too. A_hat and R
+come from GAE(gamma, lambda). Paper/GLAM settings: clip 0.2, value clip 0.2, c_H 0.01,
+c_V 0.5, grad norm 0.5, 4 epochs, gamma 0.99, lambda 0.99; GLAM's Adam lr 1e-6 is for the full
+model -- LoRA needs a larger one (ours 1e-4, the usual LoRA order of magnitude).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+EVAL_POLICIES = ("greedy", "softmax")
+
+
+@dataclass
+class GFlanConfig:
+    """PPO + LoRA hyperparameters (module docstring); defaults as in the spec."""
+
+    lr: float = 1e-4  # LoRA adapters and value head (GLAM: 1e-6 on the full model)
+    clip: float = 0.2
+    value_clip: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    epochs: int = 4
+    gamma: float = 0.99
+    gae_lambda: float = 0.99
+    rollout_steps: int = 64  # transitions (all envs together) per PPO update
+    minibatch_size: int = 8
+    kl_beta: float = 0.1  # gflan-prior: weight of KL(pi || p_LLM) (ours: not in the paper)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: str = "all-linear"  # or a comma-separated list of module names
+    value_hidden: int = 256
+    eval_every: int = 20  # episodes between evaluations
+    eval_episodes: int = 10
+    eval_policy: str = "greedy"  # greedy: argmax pi; softmax: sample from pi
+    alpha: float = 1.0  # softmax(log pi / alpha): 1.0 samples pi itself
+    train_every: int = 1  # (the shared loop's counter; PPO updates every rollout_steps)
+    train_start: int = 0
+
+    def validate(self) -> None:
+        if self.eval_policy not in EVAL_POLICIES:
+            raise ValueError(f"eval_policy must be one of {', '.join(EVAL_POLICIES)}")
+        for name in ("epochs", "rollout_steps", "minibatch_size", "lora_r", "eval_every",
+                     "eval_episodes", "value_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not (self.lr > 0 and self.clip > 0 and self.value_clip >= 0 and self.kl_beta >= 0
+                and 0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.alpha > 0):
+            raise ValueError("lr, clip, alpha must be > 0; value_clip, kl_beta >= 0; gamma and "
+                             "gae_lambda in [0, 1]")
+
+
+# -- scoring: one prompt forward, actions on its KV cache (with gradients) --------------------
+def score_actions(lm, prefill, candidate_ids: list[list[list[int]]], pad_id: int,
+                  hidden: bool = False):
+    """Summed log-probs of each candidate's tokens after its prompt.
+
+    ``prefill(hidden)`` runs the prompts (``LocalLLMPrior``'s layout: left padding, positions
+    from the mask) and returns (last logits, KV cache, mask, last position, last hidden state or
+    None). Returns ``[B, A]`` scores (-inf where a state has fewer actions) and the ``[B, d]``
+    hidden states (or None). Differentiable; wrap in ``torch.no_grad`` to act.
+    """
+    from ..priors.local import _select_cache
+
+    first_logits, cache, mask, position, h = prefill(hidden)
+    device = first_logits.device
+    owner = [i for i, cands in enumerate(candidate_ids) for _ in cands]
+    ids = [t for cands in candidate_ids for t in cands]
+    length = max(len(t) for t in ids)
+    tokens = torch.full((len(ids), length), pad_id, device=device)
+    valid = torch.zeros((len(ids), length), dtype=torch.long, device=device)
+    for r, t in enumerate(ids):
+        tokens[r, : len(t)] = torch.tensor(t, device=device)
+        valid[r, : len(t)] = 1
+    index = torch.tensor(owner, device=device)
+    total = torch.log_softmax(first_logits[index], -1).gather(-1, tokens[:, :1]).squeeze(-1)
+    if length > 1:
+        out = lm(input_ids=tokens[:, :-1], attention_mask=torch.cat([mask[index], valid[:, :-1]], 1),
+                 position_ids=position[index] + 1 + torch.arange(length - 1, device=device),
+                 past_key_values=_select_cache(cache, index), use_cache=True)
+        logp = torch.log_softmax(out.logits.float(), -1)
+        picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        total = total + (picked * valid[:, 1:]).sum(-1)
+    width = max(len(c) for c in candidate_ids)
+    scores = torch.full((len(candidate_ids), width), -torch.inf, device=device)
+    col = torch.tensor([j for cands in candidate_ids for j in range(len(cands))], device=device)
+    scores = scores.index_put((index, col), total)
+    return scores, h
+
+
+def kl_estimate(logpi: torch.Tensor, prior_logp: torch.Tensor, samples: torch.Tensor
+                ) -> torch.Tensor:
+    """Per state, (1/k) sum_i w_i log w_i with w_i = pi(a_i)/p(a_i), a_i ~ p: an unbiased
+    estimate of KL(pi || p). ``logpi``/``prior_logp``: ``[B, A]``; ``samples``: ``[B, k]``."""
+    log_w = logpi.gather(1, samples) - prior_logp.gather(1, samples)
+    return (log_w.exp() * log_w).mean(1)
+
+
+def masked_entropy(logpi: torch.Tensor) -> torch.Tensor:
+    p = logpi.exp()
+    return -(p * torch.where(torch.isfinite(logpi), logpi, 0.0)).sum(1)
+
+
+def gae(rewards: list[float], values: list[float], dones: list[bool],
+        next_values: list[float], gamma: float, lam: float) -> tuple[list[float], list[float]]:
+    """Advantages and returns of one env's consecutive transitions. ``next_values[t]`` is
+    V(s_{t+1}) (0 after a terminal state); a new episode starts after ``dones[t]`` or where
+    ``next_values[t]`` is a truncation's bootstrap (the caller marks those done too)."""
+    adv = [0.0] * len(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        delta = rewards[t] + gamma * next_values[t] - values[t]
+        running = delta + (0.0 if dones[t] else gamma * lam * running)
+        adv[t] = running
+    return adv, [a + v for a, v in zip(adv, values)]
+
+
+class ValueHead(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h.float()).squeeze(-1)
+
+
+class GFlanAgent:
+    """The LoRA-wrapped LM of a ``LocalLLMPrior`` as policy, a value head, Adam, PPO."""
+
+    def __init__(self, prior, cfg: GFlanConfig) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        prior._load()
+        self.cfg, self.prior = cfg, prior
+        base = prior._lm
+        for p in base.parameters():
+            p.requires_grad_(False)
+        targets = (cfg.lora_targets if cfg.lora_targets == "all-linear"
+                   else [t.strip() for t in cfg.lora_targets.split(",")])
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, bias="none", task_type="CAUSAL_LM")
+        self.model = get_peft_model(base, lora)  # injects the adapters into prior._lm in place
+        self.model.eval()  # no dropout anywhere: the policy is a deterministic function
+        self.device = base.device
+        self.value = ValueHead(base.config.hidden_size, cfg.value_hidden).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params += list(self.value.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
+        self.grad_steps = 0
+        self.last_stats: dict[str, float] = {}
+
+    # -- forward passes ---------------------------------------------------------------------
+    def _prefill(self, prompts: list[str]):
+        def run(hidden: bool):
+            tok = self.prior._tokenizer
+            batch = tok([self.prior._format(p) for p in prompts], return_tensors="pt",
+                        padding=True, add_special_tokens=False).to(self.device)
+            mask = batch["attention_mask"]
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=batch["input_ids"], attention_mask=mask,
+                             position_ids=positions, use_cache=True, logits_to_keep=1,
+                             output_hidden_states=hidden)
+            h = out.hidden_states[-1][:, -1] if hidden else None
+            return out.logits[:, -1].float(), out.past_key_values, mask, positions[:, -1:], h
+        return run
+
+    def evaluate_actions(self, prompts: list[str], actions: list[list[str]], value: bool = True):
+        """(log pi [B, A] over each state's actions, V [B] or None), with the adapters on."""
+        ids = [[self.prior.candidate_ids(a) for a in acts] for acts in actions]
+        scores, h = score_actions(self.model, self._prefill(prompts), ids,
+                                  self.prior._tokenizer.pad_token_id, hidden=value)
+        return torch.log_softmax(scores, 1), (self.value(h) if value else None)
+
+    @torch.no_grad()
+    def prior_scores(self, prompts: list[str], actions: list[list[str]]) -> torch.Tensor:
+        """Summed log-probs with the adapters off: the frozen prior's scores ``[B, A]``."""
+        ids = [[self.prior.candidate_ids(a) for a in acts] for acts in actions]
+        with self.model.disable_adapter():
+            scores, _ = score_actions(self.model, self._prefill(prompts), ids,
+                                      self.prior._tokenizer.pad_token_id)
+        return scores
+
+    # -- PPO --------------------------------------------------------------------------------
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss in the module docstring on one minibatch; also its parts."""
+        cfg = self.cfg
+        logpi, value = self.evaluate_actions(batch["prompts"], batch["actions"])
+        new_logp = logpi.gather(1, batch["action"][:, None]).squeeze(1)
+        log_ratio = new_logp - batch["logp"]
+        ratio = log_ratio.exp()
+        adv = batch["advantages"]
+        if len(adv) > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
+        v_clipped = batch["values"] + (value - batch["values"]).clamp(-cfg.value_clip,
+                                                                      cfg.value_clip)
+        v_loss = 0.5 * torch.max((value - batch["returns"]) ** 2,
+                                 (v_clipped - batch["returns"]) ** 2).mean()
+        entropy = masked_entropy(logpi).mean()
+        loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+        stats = {"policy_loss": float(pg.detach()), "value_loss": float(v_loss.detach()),
+                 "entropy": float(entropy.detach()),
+                 "clip_frac": float(((ratio - 1).abs() > cfg.clip).float().mean())}
+        if batch.get("prior_logp") is not None:
+            kl = kl_estimate(logpi, batch["prior_logp"], batch["samples"]).mean()
+            loss = loss + cfg.kl_beta * kl
+            p = logpi.exp()
+            exact = (p * torch.where(p > 0, logpi - batch["prior_logp"], 0.0)).sum(1).mean()
+            stats.update(kl=float(kl.detach()), kl_exact=float(exact.detach()),
+                         beta=cfg.kl_beta)
+        stats["loss"] = float(loss.detach())
+        return loss, stats
+
+    def update(self, batch: dict) -> dict[str, float]:
+        """One gradient step on a minibatch; returns the loss parts."""
+        loss, stats = self.loss(batch)
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.grad_steps += 1
+        return stats
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return {"lora": {k: v.cpu() for k, v in get_peft_model_state_dict(self.model).items()},
+                "value": self.value.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "grad_steps": self.grad_steps, "last_stats": self.last_stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, state["lora"])
+        self.value.load_state_dict(state["value"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.grad_steps = state["grad_steps"]
+        self.last_stats = state["last_stats"]
