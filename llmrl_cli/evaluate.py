@@ -100,14 +100,7 @@ def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
     runner = Runner(eval_cfg, log=log)
     runner._build()  # the Q-head of an offline (CQL) run has the same shape and state
     runner.agent.load_state_dict(state["agent"])
-    runner.track_optimal = True
-    try:
-        runner.slots[0].env.optimal_actions()
-    except NotImplementedError:
-        runner.track_optimal = False
-        if runner.prior.uses_expert:
-            raise UserError(f"--prior {eval_cfg.prior} needs an env with an expert; {cfg.env} "
-                            "has none") from None
+    runner.check_expert()
     ret, success = runner.evaluate(int(row["episode"]))
     stats = runner.prior.stats
     row.update(eval_return=ret, eval_success=success, llm_calls=stats.model_queries,

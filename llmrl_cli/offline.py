@@ -196,11 +196,7 @@ class OfflineRunner(Runner):
             return self.csv_path
         self._build()
         self.agent = CQLAgent(self.encoder.dim, agent_cfg, self.device)
-        self.track_optimal = True
-        try:
-            self.slots[0].env.optimal_actions()
-        except NotImplementedError:
-            self.track_optimal = False
+        self.check_expert()
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         self.wall_before = 0.0

@@ -142,6 +142,18 @@ def curves(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).sort_values(GROUP + ["episode"])
 
 
+def _save(fig, ax, path: Path) -> Path:
+    """Grid, legend, tight layout; write the PNG and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_curves(curve: pd.DataFrame, out: Path, metric: str = "success") -> list[Path]:
     import matplotlib
 
@@ -162,13 +174,7 @@ def plot_curves(curve: pd.DataFrame, out: Path, metric: str = "success") -> list
         ax.set_xlabel("environment steps")
         ax.set_ylabel(f"eval {metric}")
         ax.set_title(f"{env}: eval {metric} (mean, 95% CI over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"curve_{env}_{metric}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, ax, out / f"curve_{env}_{metric}.png"))
     return paths
 
 
@@ -226,13 +232,7 @@ def plot_offline(curve: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlabel("dataset transitions")
         ax.set_ylabel("final eval return")
         ax.set_title(f"{env}: offline, final return vs dataset size (95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"offline_{env}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, ax, out / f"offline_{env}.png"))
     return paths
 
 
@@ -285,13 +285,7 @@ def plot_prior_quality(pq: pd.DataFrame, table: pd.DataFrame, out: Path,
         ax.set_xlabel("EPS (share of uniform noise in the prior)")
         ax.set_ylabel(f"env steps to eval success {threshold:g}")
         ax.set_title(f"{env}: prior quality vs sample efficiency (95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"prior_quality_{env}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, ax, out / f"prior_quality_{env}.png"))
     return paths
 
 

@@ -292,6 +292,18 @@ class Runner:
             else:  # mid-episode: that partial episode is lost; start a new one
                 self._new_episode(slot)
 
+    def check_expert(self) -> None:
+        """Track whether proposals hold an optimal action when the env has an expert; refuse
+        a prior that needs one (expert-mix) on an env without."""
+        self.track_optimal = True
+        try:
+            self.slots[0].env.optimal_actions()
+        except NotImplementedError:
+            self.track_optimal = False
+            if self.prior.uses_expert:
+                raise UserError(f"--prior {self.cfg.prior} needs an env with an expert; "
+                                f"{self.cfg.env} has none") from None
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Path:
         cfg = self.cfg
@@ -300,14 +312,7 @@ class Runner:
             self.log(f"already complete: {self.csv_path} (pass --overwrite to run it again)")
             return self.csv_path
         self._build()
-        self.track_optimal = True
-        try:
-            self.slots[0].env.optimal_actions()
-        except NotImplementedError:
-            self.track_optimal = False
-            if self.prior.uses_expert:
-                raise UserError(f"--prior {cfg.prior} needs an env with an expert; {cfg.env} "
-                                "has none") from None
+        self.check_expert()
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.yaml_path.write_text(dump_yaml(cfg))
         self.started = time.perf_counter()
