@@ -191,8 +191,11 @@ def offline_curve(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     last = off.sort_values("episode").groupby(GROUP + ["seed"], as_index=False).tail(1)
     rows = []
-    for key, g in last.groupby(["env", "algo", "prior", "env_steps"]):
-        rows.append({**dict(zip(["env", "algo", "prior", "transitions"], key)),
+    # one point per experiment (one requested dataset size): the full dataset is collected per
+    # seed, so its transition counts differ a little between seeds; x is their mean
+    for key, g in last.groupby(["env", "algo", "prior", "experiment"]):
+        rows.append({**dict(zip(["env", "algo", "prior"], key[:3])),
+                     "transitions": int(round(float(g["env_steps"].mean()))),
                      "seeds": int(g["seed"].nunique()),
                      "return_mean": float(g["eval_return"].mean()),
                      "return_ci95": ci95(g["eval_return"]),

@@ -82,7 +82,9 @@ def test_offline_curve_and_samples_needed(tmp_path):
                 row = dict.fromkeys(CSV_COLUMNS, 0)
                 row.update(env="overcooked-salad", algo=algo, k=5, seed=seed, episode=500,
                            prior="uniform" if algo == "cql" else "expert-mix:0.5",
-                           env_steps=n, eval_return=ret + 0.01 * seed, eval_success=1.0)
+                           # the full dataset is collected per seed: sizes differ a little
+                           env_steps=n + 2 * seed if n == 1600 else n,
+                           eval_return=ret + 0.01 * seed, eval_success=1.0)
                 path = tmp_path / f"off-n{n}" / "overcooked-salad" / algo / f"seed_{seed}.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame([row]).to_csv(path, index=False)
@@ -91,8 +93,9 @@ def test_offline_curve_and_samples_needed(tmp_path):
     needed = samples_needed(curve).set_index("algo")
     assert needed.loc["cql", "transitions_needed"] == 800
     assert needed.loc["cql-prior", "transitions_needed"] == 100
+    assert needed.loc["cql", "full_transitions"] == 1601  # one point: the mean over seeds
     text = write_report(tmp_path, tmp_path / "out").read_text()
-    assert "| overcooked-salad | cql-prior | expert-mix:0.5 | 1.005 | 1600 | 100 | 88% fewer |" in text
+    assert "| overcooked-salad | cql-prior | expert-mix:0.5 | 1.005 | 1601 | 100 | 88% fewer |" in text
     assert (tmp_path / "out" / "offline_overcooked-salad.png").exists()
 
 
