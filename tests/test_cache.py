@@ -1,6 +1,9 @@
 import multiprocessing as mp
+import sqlite3
 
-from llmrl_cli.priors.cache import ProposalCache, cache_key
+import pytest
+
+from llmrl_cli.priors.cache import ProposalCache, _retry_locked, cache_key
 
 
 def test_key_depends_on_every_part():
@@ -48,3 +51,36 @@ def test_memory_only_cache(tmp_path):
     cache = ProposalCache(None)
     cache.put_many({"x": [1]})
     assert cache.get_many(["x"]) == {"x": [1]} and len(cache) == 1
+
+
+def test_the_file_is_opened_on_first_use_only(tmp_path):
+    path = tmp_path / "lazy.sqlite"
+    cache = ProposalCache(path)
+    assert not path.exists()  # a run whose prior never asks an LLM never touches the file
+    assert cache.get_many([]) == {} and not path.exists()
+    cache.put_many({"a": [1]})
+    assert path.exists() and ProposalCache(path).get_many(["a"]) == {"a": [1]}
+
+
+def test_locked_database_errors_are_retried_and_others_raised():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "done"
+
+    assert _retry_locked(flaky) == "done" and len(calls) == 3
+
+    def broken():
+        raise sqlite3.OperationalError("no such table: proposals")
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        _retry_locked(broken)
+
+    def always_locked():
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _retry_locked(always_locked, wait_s=0.05)

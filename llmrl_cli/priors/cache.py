@@ -2,7 +2,10 @@
 
 One SQLite file (WAL mode, so several runs may share it), fronted by an in-memory dict. Values
 are JSON (the raw completions for ``sample`` mode), so the projection rule can change without
-invalidating the cache.
+invalidating the cache. The file is opened on first use (runs whose prior never asks an LLM never
+touch it), and SQLite's "database is locked" answers are retried with backoff: two processes
+creating the file at once can deadlock on the journal-mode switch, which SQLite reports at once
+instead of waiting.
 """
 
 from __future__ import annotations
@@ -10,8 +13,25 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+LOCK_WAIT_S = 120.0
+
+
+def _retry_locked(action: Callable[[], T], wait_s: float = LOCK_WAIT_S) -> T:
+    """Run ``action``, retrying SQLite's busy/locked errors with backoff for up to ``wait_s``."""
+    deadline, delay = time.monotonic() + wait_s, 0.01
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as err:
+            if not ("locked" in str(err) or "busy" in str(err)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 def cache_key(**parts: Any) -> str:
@@ -25,41 +45,48 @@ class ProposalCache:
         self.path = Path(path) if path is not None else None
         self._memory: dict[str, Any] = {}
         self._db: sqlite3.Connection | None = None
-        if self.path is not None:
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._db is None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            _retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
+            _retry_locked(lambda: db.execute(
                 "CREATE TABLE IF NOT EXISTS proposals (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
+            ))
+            self._db = db
+        return self._db
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         found = {k: self._memory[k] for k in keys if k in self._memory}
         todo = [k for k in dict.fromkeys(keys) if k not in found]
-        if self._db is not None and todo:
+        db = self._connection() if todo else None
+        if db is not None:
             for start in range(0, len(todo), 500):
                 chunk = todo[start : start + 500]
-                rows = self._db.execute(
-                    f"SELECT key, value FROM proposals WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
+                query = f"SELECT key, value FROM proposals WHERE key IN ({','.join('?' * len(chunk))})"
+                rows = _retry_locked(lambda q=query, c=chunk: db.execute(q, c).fetchall())
                 for key, value in rows:
                     found[key] = self._memory[key] = json.loads(value)
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
         self._memory.update(items)
-        if self._db is not None and items:
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO proposals (key, value) VALUES (?, ?)",
-                    [(k, json.dumps(v)) for k, v in items.items()],
-                )
+        db = self._connection() if items else None
+        if db is not None:
+            rows = [(k, json.dumps(v)) for k, v in items.items()]
+
+            def write() -> None:
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.executemany("INSERT OR IGNORE INTO proposals (key, value) VALUES (?, ?)", rows)
+
+            _retry_locked(write)
 
     def __len__(self) -> int:
-        if self._db is not None:
-            return int(self._db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0])
+        db = self._connection()
+        if db is not None:
+            return int(db.execute("SELECT COUNT(*) FROM proposals").fetchone()[0])
         return len(self._memory)
 
     def close(self) -> None:
