@@ -1,4 +1,4 @@
-"""The ``llmrl`` command line: run, report, envs, priors, prior export."""
+"""The ``llmrl`` command line: run, sweep, evaluate, collect, report, bench, envs, priors, prior."""
 
 from __future__ import annotations
 
@@ -264,6 +264,82 @@ def report(
 
     path = write_report(results, out, threshold)
     typer.echo(str(path))
+
+
+@app.command("bench")
+def bench_command(
+    env: str = typer.Option("frozenlake", help="environment (see `llmrl envs`)"),
+    episodes: int = typer.Option(40, help="training episodes of each mode"),
+    num_envs: int = typer.Option(8, help="ours: environments stepping together"),
+    seed: int = typer.Option(0, help="the same seed for both modes"),
+    k: int = typer.Option(5, help="proposals per state"),
+    prior_model: Optional[str] = typer.Option(None, help="local prior model (default: the "
+                                              "embedded SmolLM2-135M-Instruct)"),
+    eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation (default: "
+                                                "the env preset's)"),
+    modes: str = typer.Option("reference,ours", help="which modes to run, comma-separated"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Time the paper code's pattern and ours on the same dqn-prior budget, side by side."""
+    import json
+
+    from .bench import MODES, bench
+    from .config import build_config
+
+    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    bad = [m for m in chosen if m not in MODES]
+    if bad or not chosen:
+        raise UserError(f"unknown bench mode(s) {', '.join(bad) or repr(modes)}; choose from: "
+                        f"{', '.join(MODES)}")
+    agent = {"eval_episodes": eval_episodes} if eval_episodes is not None else None
+    cfg = build_config(None, env=env, algo="dqn-prior", prior="local", episodes=episodes,
+                       num_envs=num_envs, seed=seed, k=k, prior_model=prior_model,
+                       device=device, agent=agent)
+    _quiet_libraries()
+    with Progress(TextColumn("{task.fields[mode]:9s} episodes"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        def progress_for(mode):
+            task = bar.add_task("", total=cfg.episodes, mode=mode)
+            return lambda done, total, msg: bar.update(task, completed=done)
+
+        result = bench(cfg, chosen, progress_for)
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    _print_bench(result)
+
+
+def _print_bench(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"llmrl bench: {result['env']} × dqn-prior × {result['model']} "
+                        f"(k={result['k']}), {result['episodes']} episodes, seed {result['seed']}",
+                  title_justify="left")
+    rows = [("envs stepping together", "num_envs", "{}"), ("env steps", "env_steps", "{:,}"),
+            ("wall s", "wall_s", "{:.1f}"), ("env steps / s", "steps_per_s", "{:.3f}"),
+            ("prior s", "prior_s", "{:.1f}"), ("encoder s", "encoder_s", "{:.1f}"),
+            ("Q update s", "update_s", "{:.1f}"), ("env s", "env_s", "{:.2f}"),
+            ("prior queries", "llm_queries", "{:,}"), ("  sent to the model", "llm_model_queries",
+                                                        "{:,}"),
+            ("  cache hit rate", "prior_hit_rate", "{:.0%}"),
+            ("prompt tokens prefilled", "prompt_tokens", "{:,}"),
+            ("  reused from the prefix cache", "reused_tokens", "{:,}"),
+            ("encoder texts", "encoder_texts", "{:,}"),
+            ("  cache hit rate", "encoder_hit_rate", "{:.0%}"),
+            ("peak RSS MB", "peak_rss_mb", "{:,.0f}"), ("final eval success", "eval_success",
+                                                        "{:.2f}"),
+            ("final eval return", "eval_return", "{:.3f}")]
+    modes = result["modes"]
+    table.add_column("")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    for label, key, fmt in rows:
+        table.add_row(label, *[fmt.format(modes[m][key]) for m in modes])
+    out = Console()
+    out.print(table)
+    if "speedup" in result:
+        out.print(f"speed-up (env steps / s, ours over reference): {result['speedup']:.1f}x")
 
 
 @app.command()

@@ -122,7 +122,8 @@ class Runner:
     def _build(self) -> None:
         cfg = self.cfg
         seed_everything(cfg.seed)
-        self.encoder = TextEncoder(cfg.encoder, device=self.device, pooling=cfg.pooling)
+        self.encoder = TextEncoder(cfg.encoder, device=self.device, pooling=cfg.pooling,
+                                   cache_size=cfg.encoder_cache_size)
         self.prior: ActionPrior = make_prior(cfg, str(self.device))
         self.agent = DQNAgent(self.encoder.dim, cfg.agent, self.device)
         self.replay = ReplayBuffer(cfg.agent.buffer_size, self.encoder.dim)

@@ -84,3 +84,13 @@ def test_locked_database_errors_are_retried_and_others_raised():
 
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         _retry_locked(always_locked, wait_s=0.05)
+
+
+def test_the_memory_front_is_bounded_and_the_file_keeps_everything(tmp_path):
+    cache = ProposalCache(tmp_path / "c.sqlite", memory_items=2)
+    cache.put_many({"a": [1], "b": [2]})
+    cache.get_many(["a"])  # a is now more recent than b
+    cache.put_many({"c": [3]})
+    assert list(cache._memory) == ["a", "c"]
+    assert cache.get_many(["a", "b", "c"]) == {"a": [1], "b": [2], "c": [3]}  # b from the file
+    assert len(cache._memory) == 2

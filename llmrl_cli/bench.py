@@ -1,0 +1,253 @@
+"""``llmrl bench``: the paper code's pattern and ours, the same ``dqn-prior`` budget, one process.
+
+Both modes train the same env, seed, prior model, k and agent settings for the same number of
+episodes (evaluations included, as in a real run), starting from cold caches. They differ only
+in how the pieces are driven:
+
+``reference`` -- the pattern of the paper's ``value-based/train_overcooked.py``, faithfully:
+
+- one environment; evaluation episodes one after another;
+- one prompt per LLM call: ``generate(num_return_sequences=k, output_scores=True,
+  output_hidden_states=True)`` with a stopping criterion that decodes every sample after each
+  token (its ``EndOfFunctionCriteria``). It stops once every sample holds a newline -- kinder to
+  the reference than the paper's stop words (``<END>``, ``<eos>``), which rarely fire before
+  ``max_new_tokens``. Sampling is plain temperature/top-p (``top_k=0``), the distribution our
+  path draws from, so the two modes learn from the same prior;
+- an in-memory proposal memo keyed by the prompt (history + observation; its ``saved_actions``);
+- every candidate encoded afresh at every step (no embedding cache);
+- 40 gradient steps every 5 episodes (the env preset's schedule, shared by both modes).
+
+``ours`` -- the default path: ``num_envs`` environments step together (one prior call, one
+encoder call and one Q forward per batch step), evaluation episodes step together, each prompt
+is prefilled once and its KV cache shared by the k samples, proposals go through the persistent
+proposal cache (fresh for the bench) and embeddings through the exact embedding cache.
+
+Steps per second count training env steps over the whole run's wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .encoders import TextEncoder
+from .priors.cache import ProposalCache
+from .priors.local import LocalLLMPrior
+from .runner import Runner, Slot
+
+MODES = ("reference", "ours")
+
+
+# -- the reference pattern's pieces ---------------------------------------------------------------
+@dataclass
+class ReferencePrior(LocalLLMPrior):
+    """One prompt per ``generate`` call with ``num_return_sequences=k`` (the paper's code)."""
+
+    name: str = "local-reference"
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        self._load()
+        tok, lm = self._tokenizer, self._lm
+
+        class EveryStringStopped(StoppingCriteria):
+            """Decode all samples after each token; stop when each holds a stop string."""
+
+            def __init__(self, start: int) -> None:
+                self.start = start
+
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                texts = tok.batch_decode(input_ids[:, self.start:])
+                return all("\n" in t or tok.eos_token in t for t in texts)
+
+        out = []
+        for prompt in prompts:
+            encoded = tok(self._format(prompt), return_tensors="pt", add_special_tokens=False)
+            ids = encoded.input_ids.to(lm.device)
+            result = lm.generate(
+                input_ids=ids, attention_mask=encoded.attention_mask.to(lm.device),
+                num_return_sequences=k, max_new_tokens=self.max_new_tokens,
+                stopping_criteria=StoppingCriteriaList([EveryStringStopped(ids.shape[1])]),
+                pad_token_id=tok.eos_token_id, do_sample=self.temperature > 0,
+                temperature=self.temperature if self.temperature > 0 else None,
+                top_p=self.top_p, top_k=0, return_dict_in_generate=True, output_scores=True,
+                output_hidden_states=True, use_cache=True,
+            )
+            new = result.sequences[:, ids.shape[1]:]
+            self.stats.tokens += int(new.numel())
+            texts = tok.batch_decode(new, skip_special_tokens=True)
+            out.append([t.split("\n", 1)[0].strip() for t in texts])
+        return out
+
+
+class ReferenceEncoder(TextEncoder):
+    """Runs the encoder on every text it is given, every time (no cache, no de-duplication)."""
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        self.stats.texts += len(texts)
+        if not texts:
+            return torch.empty(0, self.dim, device=self.device)
+        started = time.perf_counter()
+        vectors = self._run_model(texts)
+        self.stats.seconds += time.perf_counter() - started
+        self.stats.encoded += len(texts)
+        return vectors
+
+
+class TimedEnv:
+    """Delegates to an env and adds the seconds spent in ``step``/``reset`` to a counter."""
+
+    def __init__(self, env, clock: list[float]) -> None:
+        self._env, self._clock = env, clock
+
+    def step(self, action):
+        started = time.perf_counter()
+        try:
+            return self._env.step(action)
+        finally:
+            self._clock[0] += time.perf_counter() - started
+
+    def reset(self, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self._env.reset(**kwargs)
+        finally:
+            self._clock[0] += time.perf_counter() - started
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+
+# -- one mode -------------------------------------------------------------------------------------
+class BenchRunner(Runner):
+    """A Runner whose pieces follow ``mode`` and whose env time is measured."""
+
+    def __init__(self, cfg: RunConfig, mode: str, scratch: Path, **kwargs) -> None:
+        super().__init__(cfg, **kwargs)
+        self.mode = mode
+        self.scratch = scratch
+        self.env_clock = [0.0]
+
+    def _build(self) -> None:
+        super()._build()
+        cfg = self.cfg
+        if self.mode == "reference":
+            encoder = self.encoder
+            self.encoder = ReferenceEncoder.__new__(ReferenceEncoder)
+            self.encoder.__dict__.update(encoder.__dict__)
+            local = self.prior
+            self.prior = ReferencePrior(**{f.name: getattr(local, f.name)
+                                           for f in dataclasses.fields(LocalLLMPrior)
+                                           if f.name != "name"})
+            self.prior.cache = ProposalCache(None)  # the paper's in-memory saved_actions
+            self.eval_slots = self.eval_slots[:1]  # evaluation episodes one after another
+        else:
+            self.prior.cache = ProposalCache(self.scratch / f"proposals-{cfg.seed}.sqlite")
+        for slot in [*self.slots, *self.eval_slots]:
+            slot.env = TimedEnv(slot.env, self.env_clock)
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    num_envs: int
+    episodes: int
+    env_steps: int
+    wall_s: float
+    steps_per_s: float
+    prior_s: float
+    encoder_s: float
+    update_s: float
+    env_s: float
+    llm_queries: int
+    llm_model_queries: int
+    llm_tokens: int
+    prompt_tokens: int
+    reused_tokens: int
+    prior_hit_rate: float
+    encoder_texts: int
+    encoder_hit_rate: float
+    peak_rss_mb: float
+    eval_return: float
+    eval_success: float
+    csv: str = field(default="")
+
+
+def _reset_peak_rss() -> None:
+    try:  # Linux: writing 5 to clear_refs resets VmHWM, the peak resident set size
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_mode(cfg: RunConfig, mode: str, scratch: Path, progress=None) -> ModeResult:
+    """Train ``cfg`` in ``mode`` (reference | ours) from cold caches; measure it."""
+    if mode not in MODES:
+        raise ValueError(f"unknown bench mode {mode!r}")
+    mode_cfg = dataclasses.replace(cfg, num_envs=1 if mode == "reference" else cfg.num_envs,
+                                   out=str(scratch / "results"), experiment=f"bench-{mode}")
+    _reset_peak_rss()
+    runner = BenchRunner(mode_cfg, mode, scratch, overwrite=True, log=lambda msg: None,
+                         progress=progress)
+    started = time.perf_counter()
+    path = runner.run()
+    wall = time.perf_counter() - started
+    last = path.read_text().splitlines()[-1].split(",")
+    header = path.read_text().splitlines()[0].split(",")
+    row = dict(zip(header, last))
+    p, e = runner.prior.stats, runner.encoder.stats
+    return ModeResult(
+        mode=mode, num_envs=mode_cfg.num_envs, episodes=cfg.episodes,
+        env_steps=runner.env_steps, wall_s=round(wall, 3),
+        steps_per_s=round(runner.env_steps / wall, 3), prior_s=round(p.seconds, 3),
+        encoder_s=round(e.seconds, 3), update_s=round(runner.update_seconds, 3),
+        env_s=round(runner.env_clock[0], 3), llm_queries=p.queries,
+        llm_model_queries=p.model_queries, llm_tokens=p.tokens,
+        prompt_tokens=p.prompt_tokens, reused_tokens=p.reused_tokens,
+        prior_hit_rate=round(p.hit_rate, 4), encoder_texts=e.texts,
+        encoder_hit_rate=round(e.hit_rate, 4), peak_rss_mb=round(peak_rss_mb(), 1),
+        eval_return=float(row["eval_return"]), eval_success=float(row["eval_success"]),
+        csv=str(path),
+    )
+
+
+def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
+          scratch: Path | None = None) -> dict:
+    """Run each mode on ``cfg``; return the results and ``speedup`` (ours / reference)."""
+    own = scratch is None
+    tmp = tempfile.TemporaryDirectory(prefix="llmrl-bench-") if own else None
+    root = Path(tmp.name) if tmp else Path(scratch)
+    try:
+        results = {}
+        for mode in modes:
+            progress = progress_for(mode) if progress_for else None
+            results[mode] = run_mode(cfg, mode, root, progress)
+    finally:
+        if tmp:
+            tmp.cleanup()
+    out = {"env": cfg.env, "algo": cfg.algo, "prior": cfg.prior_label, "model": cfg.prior_model,
+           "k": cfg.k, "seed": cfg.seed, "episodes": cfg.episodes,
+           "modes": {m: dataclasses.asdict(r) for m, r in results.items()}}
+    if "reference" in results and "ours" in results:
+        out["speedup"] = round(results["ours"].steps_per_s / results["reference"].steps_per_s, 2)
+    return out

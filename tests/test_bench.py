@@ -1,0 +1,68 @@
+"""`llmrl bench`: the reference pattern's pieces behave as the paper's code does."""
+
+import json
+
+import pytest
+import torch
+
+from llmrl_cli.bench import ReferenceEncoder, ReferencePrior
+from llmrl_cli.cli import main
+from llmrl_cli.encoders import TextEncoder
+from llmrl_cli.priors.probe import probe_states
+
+
+def test_the_reference_encoder_runs_the_model_on_every_text_every_time():
+    cached = TextEncoder()
+    ref = ReferenceEncoder.__new__(ReferenceEncoder)
+    ref.__dict__.update(TextEncoder().__dict__)
+    texts = ["Observation: a, Action: left.", "Observation: a, Action: left.",
+             "Observation: b, Action: up."]
+    for _ in range(2):
+        vectors = ref.encode(texts)
+    assert ref.stats.encoded == 6 and ref.stats.hits == 0 and ref.stats.texts == 6
+    assert torch.allclose(vectors, cached.encode(texts), atol=1e-5)
+    assert cached.encode(texts) is not None and cached.stats.encoded == 2
+
+
+def test_the_reference_prior_makes_one_generate_call_per_prompt(monkeypatch):
+    prior = ReferencePrior(seed=0, cache=None, max_new_tokens=4)
+    prior._load()
+    calls = []
+    generate = prior._lm.generate
+
+    def counting(**kwargs):
+        calls.append(kwargs["num_return_sequences"])
+        assert kwargs["input_ids"].shape[0] == 1 and kwargs["output_hidden_states"]
+        return generate(**kwargs)
+
+    monkeypatch.setattr(prior._lm, "generate", counting)
+    states = probe_states("frozenlake", 3, seed=0)
+    torch.manual_seed(0)
+    out = prior._generate([q.prompt for q in states], 5)
+    assert calls == [5, 5, 5]
+    assert [len(row) for row in out] == [5, 5, 5]
+    assert all("\n" not in text for row in out for text in row)
+    assert prior.stats.prompt_tokens == 0  # no prefill of ours: generate does its own
+
+
+def test_a_bad_mode_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--modes", "reference,fast"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "fast" in err and "reference, ours" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys):
+    main(["bench", "--episodes", "2", "--eval-episodes", "2", "--num-envs", "2", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    ref, ours = result["modes"]["reference"], result["modes"]["ours"]
+    assert ref["num_envs"] == 1 and ours["num_envs"] == 2
+    assert ref["encoder_hit_rate"] == 0 and ref["reused_tokens"] == 0
+    assert ref["llm_queries"] > 0 and ours["llm_queries"] > 0 and ours["env_steps"] > 0
+    assert result["speedup"] == round(ours["steps_per_s"] / ref["steps_per_s"], 2)
+    for mode in (ref, ours):
+        assert mode["prior_s"] + mode["encoder_s"] + mode["update_s"] + mode["env_s"] \
+            <= mode["wall_s"] + 1e-6
+        assert mode["peak_rss_mb"] > 100
