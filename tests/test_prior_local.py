@@ -77,6 +77,32 @@ def test_cache_answers_repeated_prompts_without_the_model(smol, tmp_path):
     smol.cache = None
 
 
+def test_sampled_completions_equal_a_plain_token_by_token_decode(smol):
+    """Shared rows, early exits and in-place keys/values change the cost, not the draws."""
+    import torch
+
+    from llmrl_cli.seeding import stable_seed
+
+    queries = _queries(3)
+    prompts, k = [q.prompt for q in queries], 4
+    completions = smol._sample(prompts, k)
+    tok, lm = smol._tokenizer, smol._lm
+    for prompt, row in zip(prompts, completions):
+        prompt_ids = tok(smol._format(prompt), add_special_tokens=False)["input_ids"]
+        for j, text in enumerate(row):
+            uniforms = torch.rand(smol.max_new_tokens, generator=torch.Generator().manual_seed(
+                stable_seed(smol.seed, prompt, j)))
+            drawn = []
+            for u in uniforms:
+                with torch.no_grad():
+                    logits = lm(torch.tensor([prompt_ids + drawn])).logits[:, -1].float()
+                drawn.append(int(smol._draw(logits, u[None])))
+                if drawn[-1] in smol._newline_ids.tolist():
+                    break
+            expected = tok.decode(drawn, skip_special_tokens=True).split("\n", 1)[0].strip()
+            assert text == expected
+
+
 def test_score_mode_equals_a_plain_forward_of_prompt_and_action(smol):
     import torch
 

@@ -8,8 +8,10 @@ prefix any earlier prompt shared has been taken from the prefix KV cache (``pref
 ``prefix_cache_mb``; 0 turns it off); the prompts' caches are then joined, left-padded, for the
 batched decode. On CUDA the prompts prefill together in one padded batch.
 
-- ``sample``: the prompt's KV cache is expanded to the k samples, which are decoded together
-  (at most ``max_new_tokens``, stopping at a newline). Token draws use a per-(prompt, sample)
+- ``sample``: the k samples of every prompt decode together (at most ``max_new_tokens``,
+  stopping at a newline), one model row per distinct unfinished sequence: samples that drew
+  the same tokens so far share a row, finished ones leave the batch, and keys/values are
+  written in place (``reserved_cache.py``) rather than concatenated. Token draws use a per-(prompt, sample)
   random stream, so a state's proposals are a pure function of the cache key and do not depend
   on batch order.
 - ``score``: the prompt's KV cache is expanded to its candidate actions, and only the candidate
@@ -217,36 +219,53 @@ class LocalLLMPrior(LLMPrior):
 
     @torch.inference_mode()
     def _sample(self, prompts: list[str], k: int) -> list[list[str]]:
-        """k completions per prompt, cut at the first newline."""
+        """k completions per prompt, cut at the first newline.
+
+        Decoding runs one model row per *distinct* unfinished sequence: samples of a prompt
+        that drew the same tokens so far share a row (same keys/values, same logits), and a
+        sample leaves the batch once it drew a newline. Keys and values sit in buffers with
+        room for the answer, so a decode step writes in place instead of copying the cache.
+        """
+        from .reserved_cache import reserved_cache
+
         tok, lm = self._tokenizer, self._lm
         device = lm.device
         logits, cache, mask, position = self._prefill(prompts)
-        cache.batch_repeat_interleave(k)
-        logits = logits.repeat_interleave(k, dim=0)
-        mask = mask.repeat_interleave(k, dim=0)
-        position = position.repeat_interleave(k, dim=0)
         # one uniform draw per (prompt, sample, step), from a stream seeded by the prompt
         uniforms = torch.stack([
             torch.rand(self.max_new_tokens,
                        generator=torch.Generator().manual_seed(stable_seed(self.seed, p, j)))
             for p in prompts for j in range(k)
         ]).to(device)
-        rows = len(prompts) * k
-        generated = torch.full((rows, self.max_new_tokens), tok.pad_token_id, device=device)
-        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        samples = len(prompts) * k
+        generated = torch.full((samples, self.max_new_tokens), tok.pad_token_id, device=device)
+        finished = torch.zeros(samples, dtype=torch.bool, device=device)
+        row = torch.arange(len(prompts), device=device).repeat_interleave(k)  # sample -> row
+        rows = torch.arange(len(prompts), device=device)  # the rows' parents in `cache`
+        decode_cache = None
         for step in range(self.max_new_tokens):
-            token = self._draw(logits, uniforms[:, step])
-            token = torch.where(finished, torch.full_like(token, tok.pad_token_id), token)
-            generated[:, step] = token
-            self.stats.tokens += int((~finished).sum())
-            finished |= torch.isin(token, self._newline_ids)
+            live = (~finished).nonzero().squeeze(-1)
+            token = self._draw(logits[row[live]], uniforms[live, step])
+            generated[live, step] = token
+            self.stats.tokens += len(live)
+            finished[live] = torch.isin(token, self._newline_ids)
             if bool(finished.all()) or step + 1 == self.max_new_tokens:
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            position = position + 1
-            out = lm(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                     past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            live = (~finished).nonzero().squeeze(-1)
+            vocab = logits.shape[-1]
+            distinct, row[live] = torch.unique(row[live] * vocab + generated[live, step],
+                                               return_inverse=True)
+            parents, tokens = distinct // vocab, distinct % vocab
+            if decode_cache is None:
+                decode_cache = reserved_cache(cache, parents, self.max_new_tokens)
+                del cache
+            elif not torch.equal(parents, rows):
+                decode_cache = reserved_cache(decode_cache, parents, self.max_new_tokens - step)
+            rows = torch.arange(len(parents), device=device)
+            mask = torch.cat([mask[parents], torch.ones_like(mask[parents, :1])], dim=1)
+            position = position[parents] + 1
+            out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=position,
+                     past_key_values=decode_cache, use_cache=True)
             logits = out.logits[:, -1].float()
         texts = tok.batch_decode(generated, skip_special_tokens=True)
         cut = [t.split("\n", 1)[0].strip() for t in texts]

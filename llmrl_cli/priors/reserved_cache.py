@@ -1,0 +1,55 @@
+"""Key/value buffers with room to grow, for decoding a few tokens without copying the cache.
+
+transformers' ``DynamicLayer`` appends each decoded position with ``torch.cat``, which copies the
+layer's whole cache at every token: on CPU that copy took about half of a decode step of the
+embedded prior. A ``ReservedLayer`` keeps the cache at the front of a larger buffer and writes
+new positions in place; ``keys``/``values`` are views of the filled part.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class ReservedLayer(DynamicLayer):
+    """A layer's keys/values at the front of buffers with ``room`` free positions after them.
+
+    ``update`` writes the new positions in place; the plain ``DynamicLayer`` concatenates,
+    copying the whole cache at every decoded token.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        super().__init__()
+        rows, heads, length, dim = keys.shape
+        self._keys = keys.new_empty(rows, heads, length + room, dim)
+        self._values = torch.empty_like(self._keys)
+        self._keys[:, :, :length] = keys
+        self._values[:, :, :length] = values
+        self.length = length
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self._expose()
+
+    def _expose(self) -> None:
+        self.keys = self._keys[:, :, : self.length]
+        self.values = self._values[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self._keys.shape[2]:  # out of room: grow like a DynamicLayer would
+            grown = ReservedLayer(self.keys, self.values, end - self.length)
+            self._keys, self._values = grown._keys, grown._values
+        self._keys[:, :, self.length : end] = key_states
+        self._values[:, :, self.length : end] = value_states
+        self.length = end
+        self._expose()
+        return self.keys, self.values
+
+
+def reserved_cache(cache, index: torch.Tensor, room: int):
+    """A new cache of ``cache``'s rows ``index``, each layer with ``room`` free positions."""
+    copy = DynamicCache()
+    copy.layers = [ReservedLayer(keys[index], values[index], room)
+                   for keys, values in ((layer.keys, layer.values) for layer in cache.layers)]
+    return copy
