@@ -91,6 +91,13 @@ class ReferencePrior(LocalLLMPrior):
 class ReferenceEncoder(TextEncoder):
     """Runs the encoder on every text it is given, every time (no cache, no de-duplication)."""
 
+    @classmethod
+    def from_encoder(cls, encoder: TextEncoder) -> "ReferenceEncoder":
+        """The same loaded model and settings as ``encoder``, without its cache."""
+        reference = cls.__new__(cls)
+        reference.__dict__.update(encoder.__dict__)
+        return reference
+
     def encode(self, texts: list[str]) -> torch.Tensor:
         self.stats.texts += len(texts)
         if not texts:
@@ -140,9 +147,7 @@ class BenchRunner(Runner):
         super()._build()
         cfg = self.cfg
         if self.mode == "reference":
-            encoder = self.encoder
-            self.encoder = ReferenceEncoder.__new__(ReferenceEncoder)
-            self.encoder.__dict__.update(encoder.__dict__)
+            self.encoder = ReferenceEncoder.from_encoder(self.encoder)
             local = self.prior
             self.prior = ReferencePrior(**{f.name: getattr(local, f.name)
                                            for f in dataclasses.fields(LocalLLMPrior)
@@ -206,15 +211,15 @@ def run_mode(cfg: RunConfig, mode: str, scratch: Path, progress=None) -> ModeRes
         raise ValueError(f"unknown bench mode {mode!r}")
     mode_cfg = dataclasses.replace(cfg, num_envs=1 if mode == "reference" else cfg.num_envs,
                                    out=str(scratch / "results"), experiment=f"bench-{mode}")
+    scratch.mkdir(parents=True, exist_ok=True)
     _reset_peak_rss()
     runner = BenchRunner(mode_cfg, mode, scratch, overwrite=True, log=lambda msg: None,
                          progress=progress)
     started = time.perf_counter()
     path = runner.run()
     wall = time.perf_counter() - started
-    last = path.read_text().splitlines()[-1].split(",")
-    header = path.read_text().splitlines()[0].split(",")
-    row = dict(zip(header, last))
+    lines = path.read_text().splitlines()
+    row = dict(zip(lines[0].split(","), lines[-1].split(",")))
     p, e = runner.prior.stats, runner.encoder.stats
     return ModeResult(
         mode=mode, num_envs=mode_cfg.num_envs, episodes=cfg.episodes,
@@ -232,16 +237,24 @@ def run_mode(cfg: RunConfig, mode: str, scratch: Path, progress=None) -> ModeRes
 
 
 def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
-          scratch: Path | None = None) -> dict:
-    """Run each mode on ``cfg``; return the results and ``speedup`` (ours / reference)."""
+          scratch: Path | None = None, more_num_envs: tuple[int, ...] = ()) -> dict:
+    """Run each mode on ``cfg``; return the results and ``speedup`` (ours / reference).
+
+    ``more_num_envs``: also run ours with these numbers of envs (results ``ours-<n>envs``, each
+    with its speed-up in ``speedups``), against the same reference run.
+    """
     own = scratch is None
     tmp = tempfile.TemporaryDirectory(prefix="llmrl-bench-") if own else None
     root = Path(tmp.name) if tmp else Path(scratch)
+    runs = [(mode, cfg) for mode in modes]
+    if "ours" in modes:
+        runs += [(f"ours-{n}envs", dataclasses.replace(cfg, num_envs=n)) for n in more_num_envs]
     try:
         results = {}
-        for mode in modes:
-            progress = progress_for(mode) if progress_for else None
-            results[mode] = run_mode(cfg, mode, root, progress)
+        for name, run_cfg in runs:
+            progress = progress_for(name) if progress_for else None
+            mode = "ours" if name.startswith("ours") else name
+            results[name] = run_mode(run_cfg, mode, root / name, progress)
     finally:
         if tmp:
             tmp.cleanup()
@@ -249,5 +262,8 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
            "k": cfg.k, "seed": cfg.seed, "episodes": cfg.episodes,
            "modes": {m: dataclasses.asdict(r) for m, r in results.items()}}
     if "reference" in results and "ours" in results:
-        out["speedup"] = round(results["ours"].steps_per_s / results["reference"].steps_per_s, 2)
+        reference = results["reference"].steps_per_s
+        out["speedup"] = round(results["ours"].steps_per_s / reference, 2)
+        out["speedups"] = {str(r.num_envs): round(r.steps_per_s / reference, 2)
+                           for name, r in results.items() if name != "reference"}
     return out

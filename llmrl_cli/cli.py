@@ -270,7 +270,8 @@ def report(
 def bench_command(
     env: str = typer.Option("frozenlake", help="environment (see `llmrl envs`)"),
     episodes: int = typer.Option(40, help="training episodes of each mode"),
-    num_envs: int = typer.Option(8, help="ours: environments stepping together"),
+    num_envs: str = typer.Option("8", help="ours: environments stepping together; several "
+                                 "(e.g. 8,16,32) run ours once per count against one reference"),
     seed: int = typer.Option(0, help="the same seed for both modes"),
     k: int = typer.Option(5, help="proposals per state"),
     prior_model: Optional[str] = typer.Option(None, help="local prior model (default: the "
@@ -292,9 +293,16 @@ def bench_command(
     if bad or not chosen:
         raise UserError(f"unknown bench mode(s) {', '.join(bad) or repr(modes)}; choose from: "
                         f"{', '.join(MODES)}")
+    try:
+        counts = [int(n) for n in num_envs.split(",") if n.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise UserError(f"--num-envs must be one or more positive integers, comma-separated; "
+                        f"got {num_envs!r}")
     agent = {"eval_episodes": eval_episodes} if eval_episodes is not None else None
     cfg = build_config(None, env=env, algo="dqn-prior", prior="local", episodes=episodes,
-                       num_envs=num_envs, seed=seed, k=k, prior_model=prior_model,
+                       num_envs=counts[0], seed=seed, k=k, prior_model=prior_model,
                        device=device, agent=agent)
     _quiet_libraries()
     with Progress(TextColumn("{task.fields[mode]:9s} episodes"), BarColumn(),
@@ -303,7 +311,7 @@ def bench_command(
             task = bar.add_task("", total=cfg.episodes, mode=mode)
             return lambda done, total, msg: bar.update(task, completed=done)
 
-        result = bench(cfg, chosen, progress_for)
+        result = bench(cfg, chosen, progress_for, more_num_envs=tuple(counts[1:]))
     if json_out:
         typer.echo(json.dumps(result))
         return
@@ -338,8 +346,9 @@ def _print_bench(result: dict) -> None:
         table.add_row(label, *[fmt.format(modes[m][key]) for m in modes])
     out = Console()
     out.print(table)
-    if "speedup" in result:
-        out.print(f"speed-up (env steps / s, ours over reference): {result['speedup']:.1f}x")
+    for count, speedup in result.get("speedups", {}).items():
+        out.print(f"speed-up (env steps / s, ours with {count} envs over reference): "
+                  f"{speedup:.1f}x")
 
 
 @app.command()

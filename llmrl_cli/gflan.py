@@ -26,7 +26,7 @@ from .encoders import EncoderStats
 from .errors import UserError
 from .priors import make_prior
 from .priors.local import LocalLLMPrior
-from .priors.prompts import build_query, history_line
+from .priors.prompts import build_query
 from .runner import CSV_COLUMNS, Decision, Runner, Slot
 from .seeding import seed_everything
 
@@ -124,16 +124,9 @@ class GFlanRunner(Runner):
                   for s in self.slots]
         decisions = self.decide(states, with_prior=cfg.algo == "gflan-prior")
         for i, (slot, d) in enumerate(zip(self.slots, decisions)):
-            if d.optimal_hit is not None:
-                self.optimal_hits += d.optimal_hit
-                self.optimal_seen += 1
+            self._count_optimal(d)
             index = int(torch.multinomial(d.q.exp(), 1, generator=self.rng))  # a ~ pi
-            action = d.candidates[index]
-            obs, reward, terminated, truncated, info = slot.env.step(action)
-            self.env_steps += 1
-            slot.episode_len += 1
-            slot.episode_return += reward
-            slot.history.append(history_line(slot.obs["text"], action))
+            obs, reward, terminated, truncated, info = self._act(slot, d.candidates[index])
             step = {"prompt": d.prompt, "actions": d.candidates, "action": index,
                     "logp": float(d.q[index]), "value": d.value, "reward": float(reward),
                     "done": bool(terminated or truncated), "next_value": 0.0,

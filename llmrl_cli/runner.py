@@ -347,6 +347,21 @@ class Runner:
             self._batch_step()
         return self.csv_path
 
+    def _count_optimal(self, decision: Decision) -> None:
+        """Count whether a training state's candidates held an optimal action."""
+        if decision.optimal_hit is not None:
+            self.optimal_hits += decision.optimal_hit
+            self.optimal_seen += 1
+
+    def _act(self, slot: Slot, action: str):
+        """Step ``slot``'s env with ``action``, keeping its episode counters and history."""
+        obs, reward, terminated, truncated, info = slot.env.step(action)
+        self.env_steps += 1
+        slot.episode_len += 1
+        slot.episode_return += reward
+        slot.history.append(history_line(slot.obs["text"], action))
+        return obs, reward, terminated, truncated, info
+
     def _batch_step(self) -> None:
         cfg = self.cfg
         states = [(s.obs, s.history, self.optimal(s.env), self.context(s.env), True)
@@ -361,16 +376,9 @@ class Runner:
                 nxt = boot_decisions[id(slot)] if slot.bootstrap is not None else d
                 self.replay.add(feats, reward, done, nxt.features)
                 slot.pending, slot.bootstrap = None, None
-            if d.optimal_hit is not None:
-                self.optimal_hits += d.optimal_hit
-                self.optimal_seen += 1
+            self._count_optimal(d)
             index = choose(d.q, cfg.agent.exploration, cfg.agent, self.rng)
-            action = d.candidates[index]
-            obs, reward, terminated, truncated, info = slot.env.step(action)
-            self.env_steps += 1
-            slot.episode_len += 1
-            slot.episode_return += reward
-            slot.history.append(history_line(slot.obs["text"], action))
+            obs, reward, terminated, truncated, info = self._act(slot, d.candidates[index])
             if terminated:
                 self.replay.add(d.features[index], reward, True, None)
             else:

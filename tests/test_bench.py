@@ -13,8 +13,7 @@ from llmrl_cli.priors.probe import probe_states
 
 def test_the_reference_encoder_runs_the_model_on_every_text_every_time():
     cached = TextEncoder()
-    ref = ReferenceEncoder.__new__(ReferenceEncoder)
-    ref.__dict__.update(TextEncoder().__dict__)
+    ref = ReferenceEncoder.from_encoder(TextEncoder())
     texts = ["Observation: a, Action: left.", "Observation: a, Action: left.",
              "Observation: b, Action: up."]
     for _ in range(2):
@@ -53,12 +52,25 @@ def test_a_bad_mode_is_one_clear_error(capsys):
     assert "fast" in err and "reference, ours" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("counts", ["0", "8,x", ","])
+def test_a_bad_num_envs_is_one_clear_error(capsys, counts):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--num-envs", counts])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--num-envs" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys):
-    main(["bench", "--episodes", "2", "--eval-episodes", "2", "--num-envs", "2", "--json"])
+    main(["bench", "--episodes", "2", "--eval-episodes", "2", "--num-envs", "2,3", "--json"])
     result = json.loads(capsys.readouterr().out)
     ref, ours = result["modes"]["reference"], result["modes"]["ours"]
     assert ref["num_envs"] == 1 and ours["num_envs"] == 2
+    more = result["modes"]["ours-3envs"]
+    assert more["num_envs"] == 3 and more["encoder_hit_rate"] < 1  # its own cold caches
+    assert result["speedups"] == {"2": result["speedup"],
+                                  "3": round(more["steps_per_s"] / ref["steps_per_s"], 2)}
     assert ref["encoder_hit_rate"] == 0 and ref["reused_tokens"] == 0
     assert ref["llm_queries"] > 0 and ours["llm_queries"] > 0 and ours["env_steps"] > 0
     assert result["speedup"] == round(ours["steps_per_s"] / ref["steps_per_s"], 2)
