@@ -91,7 +91,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
 
 #: Settings that do not change a run's results (a run may resume or extend across them).
 NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "encoder_cache_size",
-                     "prefix_cache_mb")
+                     "prefix_cache_mb", "prior_batch_kv_mb")
 #: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
 NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
 
@@ -125,6 +125,7 @@ class RunConfig:
     prior_cache: bool = True
     encoder_cache_size: int = 200_000  # embeddings kept (LRU; 384 floats each by default)
     prefix_cache_mb: int = 512  # local prior on CPU: prompt keys/values kept for reuse; 0 = off
+    prior_batch_kv_mb: int = 1024  # local prior: keys/values one decode/score batch may hold
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -263,6 +264,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.encoder_cache_size >= 0,
          f"encoder_cache_size must be >= 0, got {cfg.encoder_cache_size}"),
         (cfg.prefix_cache_mb >= 0, f"prefix_cache_mb must be >= 0, got {cfg.prefix_cache_mb}"),
+        (cfg.prior_batch_kv_mb >= 1,
+         f"prior_batch_kv_mb must be >= 1, got {cfg.prior_batch_kv_mb}"),
         (0.0 <= cfg.prior_uniform_mix <= 1.0,
          f"--prior-uniform-mix must be in [0, 1], got {cfg.prior_uniform_mix}"),
         (cfg.algo in OFFLINE_ALGOS or (cfg.dataset is None and cfg.max_transitions is None),

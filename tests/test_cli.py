@@ -58,6 +58,10 @@ def test_bad_yaml_and_unknown_setting(capsys, tmp_path):
     agent.write_text("agent:\n  exploration: boltzmann\n")
     code, err = _run(capsys, "run", "--config", str(agent))
     assert code == 2 and "exploration must be one of softmax, eps-greedy, greedy" in err
+    memory = tmp_path / "memory.yaml"
+    memory.write_text("env: frozenlake\nprior_batch_kv_mb: 0\n")
+    code, err = _run(capsys, "run", "--config", str(memory))
+    assert code == 2 and err.startswith("llmrl: error: prior_batch_kv_mb must be >= 1, got 0")
 
 
 def test_envs_and_priors_list_choices(capsys):

@@ -103,6 +103,27 @@ def test_sampled_completions_equal_a_plain_token_by_token_decode(smol):
             assert text == expected
 
 
+def test_decode_batches_keep_the_copied_keys_and_values_under_the_budget(smol):
+    import math
+
+    assert smol.kv_bytes_per_token() == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers, fp32
+    prompts = [q.prompt for q in _queries(3)]
+    widths = [len(smol._tokenizer(smol._format(p), add_special_tokens=False)["input_ids"])
+              + smol.max_new_tokens for p in prompts]
+    k, saved = 5, smol.max_batch_kv_mb
+    two = 2 * k * max(widths[:2]) * smol.kv_bytes_per_token()  # the first two prompts' copies
+    try:
+        smol.max_batch_kv_mb = math.ceil(two / 2**20)
+        assert 3 * k * max(widths) * smol.kv_bytes_per_token() > smol.max_batch_kv_mb * 2**20
+        assert smol.decode_batches(prompts, k) == [prompts[:2], prompts[2:]]
+        smol.max_batch_kv_mb = 1  # less than one prompt needs: each goes alone
+        assert smol.decode_batches(prompts, k) == [[p] for p in prompts]
+        smol.max_batch_kv_mb = 10**6
+        assert smol.decode_batches(prompts, k) == [prompts]
+    finally:
+        smol.max_batch_kv_mb = saved
+
+
 def test_score_mode_equals_a_plain_forward_of_prompt_and_action(smol):
     import torch
 

@@ -115,6 +115,9 @@ class LocalLLMPrior(LLMPrior):
     max_score_logits: int = 2**26
     #: CPU: megabytes of prompt keys/values kept for later prompts with the same token prefix
     prefix_cache_mb: int = 512
+    #: megabytes of keys/values one decode batch may hold: a prompt's are copied to each of its
+    #: k samples (score mode: to each candidate), so long prompts (ALFWorld) get smaller batches
+    max_batch_kv_mb: int = 1024
     _prefix: PrefixKVCache | None = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
     _lm: object = field(default=None, repr=False)
@@ -213,9 +216,39 @@ class LocalLLMPrior(LLMPrior):
             out.extend(fn(items[start : start + self.batch_size]))
         return out
 
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of keys and values one token position holds, over all layers."""
+        self._load()
+        config = self._lm.config
+        head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads)
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        element = torch.finfo(self._lm.dtype).bits // 8
+        return 2 * config.num_hidden_layers * heads * head_dim * element
+
+    def decode_batches(self, prompts: list[str], k: int) -> list[list[str]]:
+        """Consecutive runs of at most ``batch_size`` prompts whose k samples' keys/values
+        (left-padded prompt + answer) fit in ``max_batch_kv_mb``."""
+        per_row = self.kv_bytes_per_token() * k
+        budget = self.max_batch_kv_mb * 2**20
+        batches, width = [], 0
+        for prompt in prompts:
+            length = len(self._tokenizer(self._format(prompt), add_special_tokens=False)
+                         ["input_ids"]) + self.max_new_tokens
+            wider = max(width, length)
+            if batches and len(batches[-1]) < self.batch_size and \
+                    (len(batches[-1]) + 1) * wider * per_row <= budget:
+                batches[-1].append(prompt)
+                width = wider
+            else:
+                batches.append([prompt])
+                width = length
+        return batches
+
     # -- sample mode ----------------------------------------------------------------------
     def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
-        return self._chunks(prompts, lambda chunk: self._sample(chunk, k))
+        return [row for batch in self.decode_batches(prompts, k)
+                for row in self._sample(batch, k)]
 
     @torch.inference_mode()
     def _sample(self, prompts: list[str], k: int) -> list[list[str]]:
@@ -321,7 +354,9 @@ class LocalLLMPrior(LLMPrior):
         total = first
         if length > 1:
             vocab = first_logits.shape[-1]
-            step = max(1, self.max_score_logits // (length * vocab))
+            row_kv = (mask.shape[1] + length) * self.kv_bytes_per_token()
+            step = max(1, min(self.max_score_logits // (length * vocab),
+                              self.max_batch_kv_mb * 2**20 // row_kv))
             rest = []
             for start in range(0, rows, step):
                 part = index[start : start + step]
