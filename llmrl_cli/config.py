@@ -52,6 +52,9 @@ def _overcooked_preset() -> dict[str, Any]:
         "per_algo": {
             "dqn": {"exploration": "eps-greedy", "epsilon": 0.1},
             "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
+            # offline: the reference CQL script's evaluate_q plays argmax Q
+            "cql": {"eval_policy": "greedy"},
+            "cql-prior": {"eval_policy": "greedy"},
         },
     }
 

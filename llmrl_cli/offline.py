@@ -1,8 +1,9 @@
 """Offline runs (``cql``, ``cql-prior``): train on a fixed dataset, evaluate online in the env.
 
-The dataset's states are turned into prior queries once -- the prompt history rebuilt from the
-episode, the expert's optimal actions attached by replaying the episode in the (deterministic)
-env when it has an expert -- and all proposals and embeddings are computed in batches before
+The dataset's states are turned into prior queries once -- without history by default, as in
+the reference script (``agent.dataset_prompt_history`` > 0 rebuilds it from the episode); the
+expert's optimal actions attached by replaying the episode in the (deterministic) env when it
+has an expert -- and all proposals and embeddings are computed in batches before
 training (cached like online ones). Then ``agent.grad_steps`` gradient steps on batches sampled
 with replacement, an online evaluation (same code as online runs) every ``eval_every_steps``
 steps and a checkpoint after each evaluation.
@@ -80,7 +81,7 @@ class OfflineRunner(Runner):
         observations: list[str] = []
         state_of, next_of = [], []
         for steps in data.episodes():
-            history: deque[str] = deque(maxlen=3)
+            history: deque[str] = deque(maxlen=self.cfg.agent.dataset_prompt_history)
             replay = self.track_optimal
             if replay:
                 obs, _ = env.reset(seed=0)

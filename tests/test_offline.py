@@ -60,6 +60,32 @@ def test_cql_prior_on_the_paper_dataset_with_an_expert_mix_prior(tmp_path):
     assert runner.optimal_seen >= 200 and df.prior_optimal_rate.iloc[-1] > 0.5
 
 
+@pytest.mark.skipif(not PAPER.exists(), reason=f"fixtures folder {FIXTURES} is absent")
+def test_dataset_prompts_have_no_history_unless_asked_and_cql_evaluates_greedily(tmp_path):
+    """As the reference CQL script: proposals for dataset states come from history-free prompts
+    (its get_thought_actions(..., history='')), and evaluation plays argmax Q."""
+    data = load_dataset(PAPER)
+    first = data.episodes()[0]
+    prompts = {}
+    for lines in (0, 3):
+        cfg = _cfg(tmp_path, env="overcooked-salad", algo="cql-prior", prior="expert-mix:0.5",
+                   agent={"dataset_prompt_history": lines})
+        assert cfg.agent.eval_policy == "greedy"
+        runner = OfflineRunner(cfg, log=lambda *_: None)
+        runner._build()
+        runner.check_expert()
+        queries, *_ = runner._queries(data)
+        prompts[lines] = [q.prompt for q in queries[: len(first)]]
+    def history(prompt):
+        return prompt.split("History:\n", 1)[1].split("Current Observation:", 1)[0]
+
+    assert all(history(p) == "\n" for p in prompts[0])
+    # with 3 lines the previous steps' observations and actions are in the prompt
+    assert history(prompts[3][2]) == (f"Observation: {first[0].obs_text}. Action: {first[0].action}.\n"
+                                      f"Observation: {first[1].obs_text}. Action: {first[1].action}.\n")
+    assert prompts[0][0] == prompts[3][0]  # the first step has no history either way
+
+
 @pytest.mark.parametrize("args, message", [
     (("run", "--algo", "dqn", "--dataset", "x.jsonl"),
      "--dataset and --max-transitions are for offline algos (cql, cql-prior)"),

@@ -1,15 +1,24 @@
 """CQL and CQL-Prior (offline; Yan et al., ICLR 2025, Sec. 4.2): conservative Q-learning over a
 candidate set C(s), on a fixed dataset of transitions (s, a, r, s', done).
 
-    loss = 0.5 * MSE( Q(s,a), r + gamma * (1 - done) * max_{a' in C(s')} Q_target(s', a') )
+    y_i  = r_i + gamma * (1 - done_i) * max_{a' in C(s'_i)} Q_target(s'_i, a')
+    loss = 0.5 * sum_i ( Q(s_i, a_i) - y_i )^2
          + c * mean_i [ logsumexp_{a in C(s_i)} Q(s_i, a) - Q(s_i, a_i) ]
 
 C is every admissible action for ``cql`` and the k LLM proposals for ``cql-prior`` (so the
 conservative push-down and the bootstrap max only range over what the prior proposes). The
 data action a_i enters the logsumexp only if it is in C(s_i), as in the reference code.
 Paper settings: c = 5.0, 10,000 gradient steps, batch 128, soft target tau 0.005, eval every
-500 steps. The MSE is the batch mean, as in the reference CQL script (``mse_type='mean'``);
-``td_reduction: sum`` gives the summed error of the online DQN.
+500 steps. The squared TD error is summed over the batch, as in the reference code's online
+DQN; ``td_reduction: mean`` gives its CQL script's default (``mse_type='mean'``). With the
+paper's c = 5, the mean made Q climb without bound on Overcooked Salad (the CQL term holds
+Q(s, a_data) about c (1 - p_data) above its target and bootstrapping compounds it), while the
+sum gives c a weight per sample (5 / batch 128) of the order of that script's own default
+(c = 0.1 with the mean). Measured on Salad: README, "Where we differ".
+As in that script, evaluation is greedy (its ``evaluate_q`` plays argmax Q) and the prior is
+asked about dataset states without history (``dataset_prompt_history: 0``; online prompts
+carry the last 3 steps). ``reference_td_broadcast`` (DQNConfig) reproduces its TD target's
+batch broadcast.
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .dqn import DQNAgent, DQNConfig
 
@@ -26,9 +34,12 @@ from .dqn import DQNAgent, DQNConfig
 class CQLConfig(DQNConfig):
     batch_size: int = 128
     cql_coef: float = 5.0
-    td_reduction: str = "mean"
+    td_reduction: str = "sum"
     grad_steps: int = 10_000
     eval_every_steps: int = 500
+    eval_policy: str = "greedy"
+    # history lines in the prior's prompts for dataset states (the reference script: none)
+    dataset_prompt_history: int = 0
 
     def validate(self) -> None:
         super().validate()
@@ -36,6 +47,8 @@ class CQLConfig(DQNConfig):
             raise ValueError("td_reduction must be mean or sum")
         if self.cql_coef < 0 or self.grad_steps < 1 or self.eval_every_steps < 1:
             raise ValueError("cql_coef must be >= 0, grad_steps and eval_every_steps >= 1")
+        if self.dataset_prompt_history < 0:
+            raise ValueError("dataset_prompt_history must be >= 0")
 
 
 class CQLAgent(DQNAgent):
@@ -55,5 +68,5 @@ class CQLAgent(DQNAgent):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         q_data = self.q(self.inputs(batch["features"]))
-        td = F.mse_loss(q_data, self.td_target(batch), reduction=self.cfg.td_reduction)
+        td = self.td_error(q_data, batch, self.cfg.td_reduction)
         return 0.5 * td + self.cfg.cql_coef * self.conservative_gap(batch, q_data).mean()

@@ -5,7 +5,9 @@ C(s) is every admissible action for ``dqn`` and the k actions proposed by the LL
 
     loss = sum_i ( Q(s_i, a_i) - [ r_i + gamma * (1 - done_i) * max_{a' in C(s'_i)} Q_target(s'_i, a') ] )^2
 
-(summed squared error over the batch, as in the reference code), AdamW, grad-norm clip 1.0,
+(summed squared error over the batch, as in the reference code; ``reference_td_broadcast``
+reproduces that code's [B, 1] - [B] broadcast, which regresses each Q on the batch's mean
+reward), AdamW, grad-norm clip 1.0,
 soft (tau) or hard (every n steps) target updates. Acting samples a candidate index with
 probability softmax(Q(s, a_i) / alpha) over the k proposals — Proposition 1's direct posterior
 sampling; the paper's code writes alpha=10 as a multiplier, i.e. alpha = 0.1 here — or
@@ -57,6 +59,11 @@ class DQNConfig:
     # "Observation: ..., Action: ..." differ by ~1e-3 in cosine between actions, which the
     # MLP barely separates; standardising makes them distinct (README, "Where we differ").
     feature_norm: bool = False
+    # The reference code's TD target as it runs: its Q is [B, 1] and its rewards and dones [B],
+    # so r + gamma (1 - done) max Q' broadcasts to a [B, B] matrix and every Q(s_i, a_i) is
+    # regressed on r_j + gamma (1 - done_j) max Q'(s'_i) for all j in the batch -- in effect
+    # on the batch-mean reward. Off: each transition's own r_i, done_i (the paper's equations).
+    reference_td_broadcast: bool = False
 
     def validate(self) -> None:
         for name in ("exploration", "eval_policy"):
@@ -133,18 +140,30 @@ class DQNAgent:
     def q_values(self, features: torch.Tensor) -> torch.Tensor:
         return self.q(self.inputs(features))
 
+    @torch.no_grad()
+    def next_value(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """max_{a' in C(s')} Q_target(s', a') per transition; padded candidates masked, 0 when
+        C(s') is empty."""
+        next_q = self.target(self.inputs(batch["next_features"]))
+        next_q = next_q.masked_fill(~batch["next_mask"], -torch.inf)
+        best = next_q.max(dim=1).values
+        return torch.where(batch["next_mask"].any(dim=1), best, torch.zeros_like(best))
+
     def td_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """r + gamma (1 - done) max_{a' in C(s')} Q_target(s', a'); padded candidates masked."""
-        with torch.no_grad():
-            next_q = self.target(self.inputs(batch["next_features"]))
-            next_q = next_q.masked_fill(~batch["next_mask"], -torch.inf)
-            best = next_q.max(dim=1).values
-            best = torch.where(batch["next_mask"].any(dim=1), best, torch.zeros_like(best))
-            return batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * best
+        """r + gamma (1 - done) max_{a' in C(s')} Q_target(s', a'), per transition."""
+        return batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * self.next_value(batch)
+
+    def td_error(self, q: torch.Tensor, batch: dict[str, torch.Tensor], reduction: str) -> torch.Tensor:
+        """Squared TD error of the Q-values ``q [B]``, summed or averaged. With
+        ``reference_td_broadcast`` the [B, B] version of the reference code (DQNConfig)."""
+        if not self.cfg.reference_td_broadcast:
+            return F.mse_loss(q, self.td_target(batch), reduction=reduction)
+        target = (batch["reward"][None, :] + self.cfg.gamma * (1.0 - batch["done"][None, :])
+                  * self.next_value(batch)[:, None])
+        return F.mse_loss(q[:, None].expand_as(target), target, reduction=reduction)
 
     def td_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        q = self.q(self.inputs(batch["features"]))
-        return F.mse_loss(q, self.td_target(batch), reduction="sum")
+        return self.td_error(self.q(self.inputs(batch["features"])), batch, "sum")
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.td_loss(batch)
