@@ -153,7 +153,8 @@ class DQNAgent:
         """r + gamma (1 - done) max_{a' in C(s')} Q_target(s', a'), per transition."""
         return batch["reward"] + self.cfg.gamma * (1.0 - batch["done"]) * self.next_value(batch)
 
-    def td_error(self, q: torch.Tensor, batch: dict[str, torch.Tensor], reduction: str) -> torch.Tensor:
+    def td_error(self, q: torch.Tensor, batch: dict[str, torch.Tensor],
+                 reduction: str) -> torch.Tensor:
         """Squared TD error of the Q-values ``q [B]``, summed or averaged. With
         ``reference_td_broadcast`` the [B, B] version of the reference code (DQNConfig)."""
         if not self.cfg.reference_td_broadcast:
