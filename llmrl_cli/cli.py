@@ -258,11 +258,13 @@ def report(
     out: Optional[Path] = typer.Option(None, help="where to write (default: the results folder)"),
     threshold: float = typer.Option(0.8, help="eval success that counts as solved (samples-to-"
                                     "threshold, speed-up, prior-quality curve)"),
+    final_evals: int = typer.Option(1, help="offline curve: average each run's last N "
+                                    "evaluations as its final return (1: the last)"),
 ) -> None:
     """Aggregate seeds into figures and tables: report.md, CSV and LaTeX."""
     from .report import write_report
 
-    path = write_report(results, out, threshold)
+    path = write_report(results, out, threshold, final_evals)
     typer.echo(str(path))
 
 

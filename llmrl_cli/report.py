@@ -184,12 +184,16 @@ OFFLINE = ("cql", "cql-prior")
 ENOUGH = 0.9
 
 
-def offline_curve(df: pd.DataFrame) -> pd.DataFrame:
-    """Final eval return per offline (env, algo, prior, dataset size), over seeds."""
+def offline_curve(df: pd.DataFrame, final_evals: int = 1) -> pd.DataFrame:
+    """Final eval return per offline (env, algo, prior, dataset size), over seeds. A run's final
+    return is the mean of its last ``final_evals`` evaluations (1: the last one)."""
     off = df[df["algo"].isin(OFFLINE)]
     if off.empty:
         return pd.DataFrame()
-    last = off.sort_values("episode").groupby(GROUP + ["seed"], as_index=False).tail(1)
+    tail = off.sort_values("episode").groupby(GROUP + ["seed"], as_index=False).tail(final_evals)
+    last = tail.groupby(GROUP + ["seed"], as_index=False).agg(
+        env_steps=("env_steps", "last"), eval_return=("eval_return", "mean"),
+        eval_success=("eval_success", "mean"))
     rows = []
     # one point per experiment (one requested dataset size): the full dataset is collected per
     # seed, so its transition counts differ a little between seeds; x is their mean
@@ -441,12 +445,16 @@ def generalisation_rows(gen: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED) -> Path:
-    """Write ``report.md`` with every figure and table; tables also as CSV and LaTeX (.tex)."""
+def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED,
+                 final_evals: int = 1) -> Path:
+    """Write ``report.md`` with every figure and table; tables also as CSV and LaTeX (.tex).
+    ``final_evals``: the offline curve's final return averages each run's last N evaluations."""
     root = Path(root)
     out = Path(out) if out else root
     if not 0.0 < threshold <= 1.0:
         raise UserError(f"--threshold must be in (0, 1], got {threshold}")
+    if final_evals < 1:
+        raise UserError(f"--final-evals must be >= 1, got {final_evals}")
     df = load_results(root)
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(df, threshold)
@@ -478,7 +486,7 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED)
         "## Learning curves", "",
     ]
     text += [f"![{p.stem}]({p.name})" for p in figures]
-    offline = offline_curve(df)
+    offline = offline_curve(df, final_evals)
     if not offline.empty:
         offline.to_csv(out / "offline_curve.csv", index=False)
         needed = samples_needed(offline)
@@ -486,7 +494,9 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED)
         rows = offline_rows(needed)
         (out / "offline.tex").write_text(latex(*rows, "Offline: dataset transitions needed"))
         text += ["", "## Offline: final return vs dataset size", "",
-                 f"Mean final eval return over seeds per dataset size; `transitions to "
+                 f"Mean final eval return over seeds per dataset size"
+                 + (f" (each run's mean over its last {final_evals} evaluations)"
+                    if final_evals > 1 else "") + "; `transitions to "
                  f"{ENOUGH:.0%}` is the smallest dataset whose return reaches {ENOUGH:.0%} of "
                  "the largest dataset's; `vs cql` compares that with the cql baseline's.", ""]
         text += [markdown(*rows), ""]

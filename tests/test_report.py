@@ -99,6 +99,29 @@ def test_offline_curve_and_samples_needed(tmp_path):
     assert (tmp_path / "out" / "offline_overcooked-salad.png").exists()
 
 
+def test_offline_final_return_can_average_the_last_evaluations(tmp_path):
+    from llmrl_cli.report import offline_curve
+
+    for seed, returns in ((0, [0.0, 1.0, 0.2]), (1, [0.0, 0.6, 0.4])):
+        rows = []
+        for step, ret in zip((0, 500, 1000), returns):
+            row = dict.fromkeys(CSV_COLUMNS, 0)
+            row.update(env="overcooked-salad", algo="cql", k=5, seed=seed, episode=step,
+                       prior="uniform", env_steps=400, eval_return=ret, eval_success=ret > 0.5)
+            rows.append(row)
+        path = tmp_path / "off-n400" / "overcooked-salad" / "cql" / f"seed_{seed}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(path, index=False)
+    df = load_results(tmp_path)
+    assert offline_curve(df).return_mean.item() == pytest.approx((0.2 + 0.4) / 2)
+    last2 = offline_curve(df, final_evals=2)
+    assert last2.return_mean.item() == pytest.approx((0.6 + 0.5) / 2)
+    assert last2.success_mean.item() == pytest.approx(0.5)
+    assert last2.transitions.item() == 400
+    text = write_report(tmp_path, tmp_path / "out", final_evals=2).read_text()
+    assert "(each run's mean over its last 2 evaluations)" in text
+
+
 def test_speedup_and_prior_quality(tmp_path):
     """Speed-up = baseline env steps to the threshold / the prior run's; the prior-quality
     table lists env steps to the threshold against expert-mix EPS."""
