@@ -52,9 +52,6 @@ def _overcooked_preset() -> dict[str, Any]:
         "per_algo": {
             "dqn": {"exploration": "eps-greedy", "epsilon": 0.1},
             "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
-            # offline: the reference CQL script's evaluate_q plays argmax Q
-            "cql": {"eval_policy": "greedy"},
-            "cql-prior": {"eval_policy": "greedy"},
         },
     }
 
@@ -91,6 +88,12 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+
+#: The env presets' agent settings that also apply to the offline algos. The rest of a preset is
+#: the online DQN schedule (batch, buffer, target updates, training phases, exploration,
+#: evaluation policy); for cql and cql-prior, CQLConfig's own defaults (the paper's CQL
+#: settings) stand unless a YAML or flag sets them.
+OFFLINE_PRESET_AGENT_KEYS = ("eval_episodes", "feature_norm")
 
 #: Settings that do not change a run's results (a run may resume or extend across them).
 NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "encoder_cache_size",
@@ -207,6 +210,10 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
     merged: dict[str, Any] = {}
     # preset first, then the YAML; the env presets hold Q-learning settings, not PPO ones
     preset = ENV_PRESETS.get(env, {}) if algo not in POLICY_ALGOS else {}
+    if algo in OFFLINE_ALGOS:
+        preset = {**preset, "per_algo": {},
+                  "agent": {k: v for k, v in preset.get("agent", {}).items()
+                            if k in OFFLINE_PRESET_AGENT_KEYS}}
     for layer in (preset, yaml_data):
         layer = dict(layer)
         per_algo = layer.pop("per_algo", {}) or {}

@@ -1,10 +1,10 @@
 """Offline runs (``cql``, ``cql-prior``): train on a fixed dataset, evaluate online in the env.
 
-The dataset's states are turned into prior queries once -- without history by default, as in
-the reference script (``agent.dataset_prompt_history`` > 0 rebuilds it from the episode); the
-expert's optimal actions attached by replaying the episode in the (deterministic) env when it
-has an expert -- and all proposals and embeddings are computed in batches before
-training (cached like online ones). Then ``agent.grad_steps`` gradient steps on batches sampled
+The dataset's states are turned into prior queries once. As in the reference script, their
+prompts carry no history by default (``agent.dataset_prompt_history`` > 0 rebuilds that many
+lines from the episode). Where the env has an expert, each state's optimal actions are attached
+by replaying its episode in the (deterministic) env. All proposals and embeddings are computed
+in batches before training and cached like online ones. Then ``agent.grad_steps`` gradient steps on batches sampled
 with replacement, an online evaluation (same code as online runs) every ``eval_every_steps``
 steps and a checkpoint after each evaluation.
 

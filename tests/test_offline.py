@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from llmrl_cli.cli import main
-from llmrl_cli.config import build_config
+from llmrl_cli.config import ENV_PRESETS, build_config
 from llmrl_cli.data.collect import collect
 from llmrl_cli.data.dataset import load_dataset
 from llmrl_cli.offline import OfflineRunner, default_dataset_path
@@ -61,29 +61,50 @@ def test_cql_prior_on_the_paper_dataset_with_an_expert_mix_prior(tmp_path):
 
 
 @pytest.mark.skipif(not PAPER.exists(), reason=f"fixtures folder {FIXTURES} is absent")
-def test_dataset_prompts_have_no_history_unless_asked_and_cql_evaluates_greedily(tmp_path):
+def test_dataset_prompts_have_no_history_unless_asked(tmp_path):
     """As the reference CQL script: proposals for dataset states come from history-free prompts
-    (its get_thought_actions(..., history='')), and evaluation plays argmax Q."""
+    (its get_thought_actions(..., history=''))."""
     data = load_dataset(PAPER)
     first = data.episodes()[0]
     prompts = {}
     for lines in (0, 3):
         cfg = _cfg(tmp_path, env="overcooked-salad", algo="cql-prior", prior="expert-mix:0.5",
                    agent={"dataset_prompt_history": lines})
-        assert cfg.agent.eval_policy == "greedy"
         runner = OfflineRunner(cfg, log=lambda *_: None)
         runner._build()
         runner.check_expert()
         queries, *_ = runner._queries(data)
         prompts[lines] = [q.prompt for q in queries[: len(first)]]
+
     def history(prompt):
         return prompt.split("History:\n", 1)[1].split("Current Observation:", 1)[0]
 
     assert all(history(p) == "\n" for p in prompts[0])
     # with 3 lines the previous steps' observations and actions are in the prompt
-    assert history(prompts[3][2]) == (f"Observation: {first[0].obs_text}. Action: {first[0].action}.\n"
-                                      f"Observation: {first[1].obs_text}. Action: {first[1].action}.\n")
+    step = "Observation: {0.obs_text}. Action: {0.action}.\n"
+    assert history(prompts[3][2]) == step.format(first[0]) + step.format(first[1])
     assert prompts[0][0] == prompts[3][0]  # the first step has no history either way
+
+
+@pytest.mark.parametrize("env", ["overcooked-salad", "overcooked-tomato", "alfworld-pick",
+                                 "frozenlake"])
+def test_env_presets_do_not_override_cql_defaults(env):
+    """An env preset's online DQN schedule stays with dqn; cql keeps the paper's CQL settings
+    (batch 128, soft targets, greedy evaluation) and takes only the env's evaluation size and
+    feature standardisation."""
+    preset = ENV_PRESETS[env]["agent"]
+    for algo, prior in (("cql", None), ("cql-prior", "expert-mix:0.5")):
+        agent = build_config(env=env, algo=algo, prior=prior).agent
+        assert (agent.batch_size, agent.target_update, agent.tau) == (128, "soft", 0.005)
+        assert (agent.eval_policy, agent.exploration, agent.train_start) == ("greedy", "softmax", 0)
+        assert agent.eval_episodes == preset["eval_episodes"]
+        assert agent.feature_norm is True
+    # the same preset still shapes the online baseline
+    dqn = build_config(env=env, algo="dqn").agent
+    assert dqn.batch_size == preset.get("batch_size", 64)
+    assert dqn.eval_policy == preset["eval_policy"]
+    # a YAML or flag still sets any CQL setting
+    assert build_config(env=env, algo="cql", agent={"batch_size": 32}).agent.batch_size == 32
 
 
 @pytest.mark.parametrize("args, message", [
