@@ -187,7 +187,7 @@ class OfflineRunner(Runner):
             self.csv_path.write_text("".join(lines[: 1 + self.csv_rows]))
 
     # -- the loop -------------------------------------------------------------------------
-    def run(self) -> Path:
+    def _run(self) -> Path:
         cfg = self.cfg
         agent_cfg: CQLConfig = cfg.agent  # type: ignore[assignment]
         total = agent_cfg.grad_steps

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fcntl
 import math
 import os
 import time
@@ -87,8 +88,30 @@ class Runner:
         self.ckpt_path = cfg.stem.parent / f"{cfg.stem.name}.ckpt.pt"
 
     # -- set-up -----------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Hold an exclusive lock on this run's files for the life of the process, so that two
+        processes (two sweeps over one results folder, say) never write one run at once."""
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cfg.stem.parent / f".{self.cfg.stem.name}.lock"
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise UserError(f"{self.csv_path} is being run by another process (pid {owner}); "
+                            "wait for it to end, or use another --experiment or --out") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_handle = handle
+
     def _check_existing(self) -> dict | None:
-        """Return a checkpoint to resume from, None to start fresh, or raise on a conflict."""
+        """Return a checkpoint to resume from, None to start fresh, or raise on a conflict.
+
+        Takes the run's lock first (``_lock``)."""
+        self._lock()
         if not self.csv_path.exists() and not self.ckpt_path.exists():
             return None
         if self.overwrite:
@@ -307,6 +330,16 @@ class Runner:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> Path:
+        """Run (or resume, or skip if complete); returns the CSV's path."""
+        try:
+            return self._run()
+        finally:
+            handle = getattr(self, "_lock_handle", None)
+            if handle is not None:
+                handle.close()  # releases the lock
+                self._lock_handle = None
+
+    def _run(self) -> Path:
         cfg = self.cfg
         state = self._check_existing()
         if state is not None and state["finished"] and state["episodes_done"] >= cfg.episodes:

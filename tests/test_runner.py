@@ -77,6 +77,26 @@ def test_finished_run_is_not_overwritten(tmp_path):
     assert path.read_text() == before and "already complete" in logs[0]
 
 
+def test_a_run_in_progress_elsewhere_is_refused_and_left_alone(tmp_path):
+    """Two processes on one run (say, two sweeps over one folder) would interleave its CSV:
+    the second is refused while the first runs, and may go once it has ended."""
+    cfg = _cfg(tmp_path)
+    seen = {}
+
+    def progress(done, total, msg):
+        if msg and done == 5:  # the first run, mid-way: a second one on the same files
+            with pytest.raises(UserError, match=r"seed_0.csv is being run by another process "
+                                                r"\(pid \d+\)"):
+                Runner(cfg, log=lambda *_: None).run()
+            seen["csv"] = cfg.stem.with_suffix(".csv").read_text()
+
+    path = Runner(cfg, progress=progress, log=lambda *_: None).run()
+    assert seen["csv"].count("\n") == 3  # header + evals at 0 and 5: nothing written twice
+    logs = []
+    Runner(cfg, log=logs.append).run()  # the lock went with the first run
+    assert list(pd.read_csv(path).episode) == [0, 5, 10, 15] and "already complete" in logs[0]
+
+
 def test_longer_budget_extends_a_finished_run(tmp_path):
     path = Runner(_cfg(tmp_path, episodes=10), log=lambda *_: None).run()
     Runner(_cfg(tmp_path, episodes=15), log=lambda *_: None).run()

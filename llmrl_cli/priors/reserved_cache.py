@@ -50,6 +50,6 @@ class ReservedLayer(DynamicLayer):
 def reserved_cache(cache, index: torch.Tensor, room: int):
     """A new cache of ``cache``'s rows ``index``, each layer with ``room`` free positions."""
     copy = DynamicCache()
-    copy.layers = [ReservedLayer(keys[index], values[index], room)
-                   for keys, values in ((layer.keys, layer.values) for layer in cache.layers)]
+    copy.layers = [ReservedLayer(layer.keys[index], layer.values[index], room)
+                   for layer in cache.layers]
     return copy
