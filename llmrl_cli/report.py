@@ -355,6 +355,8 @@ def offline_rows(needed: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             if not math.isnan(b) and b > 0:
                 ratio = f"{1 - r.transitions_needed / b:.0%} fewer"
         need = "not reached" if math.isnan(r.transitions_needed) else f"{r.transitions_needed:.0f}"
+        if r.full_return <= 0:  # "90% of a return <= 0" means nothing
+            need = "n/a (full-data return <= 0)"
         rows.append([r.env, r.algo, r.prior, f"{r.full_return:.3f}", str(r.full_transitions),
                      need, ratio])
     return header, rows
@@ -498,7 +500,8 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED,
                  + (f" (each run's mean over its last {final_evals} evaluations)"
                     if final_evals > 1 else "") + "; `transitions to "
                  f"{ENOUGH:.0%}` is the smallest dataset whose return reaches {ENOUGH:.0%} of "
-                 "the largest dataset's; `vs cql` compares that with the cql baseline's.", ""]
+                 "the largest dataset's (n/a when that return is not positive); `vs cql` "
+                 "compares that with the cql baseline's.", ""]
         text += [markdown(*rows), ""]
         text += [f"![{p.stem}]({p.name})" for p in plot_offline(offline, out)]
     pq = prior_quality(df, threshold)

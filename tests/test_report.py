@@ -99,6 +99,19 @@ def test_offline_curve_and_samples_needed(tmp_path):
     assert (tmp_path / "out" / "offline_overcooked-salad.png").exists()
 
 
+def test_offline_table_says_when_the_full_data_return_is_not_positive():
+    from llmrl_cli.report import offline_rows
+
+    needed = pd.DataFrame([
+        {"env": "e", "algo": "cql", "prior": "uniform", "full_return": -0.07,
+         "full_transitions": 3972, "transitions_needed": float("nan")},
+        {"env": "e", "algo": "cql-prior", "prior": "local", "full_return": 0.5,
+         "full_transitions": 3972, "transitions_needed": float("nan")}])
+    _, rows = offline_rows(needed)
+    assert rows[0][5:] == ["n/a (full-data return <= 0)", ""]
+    assert rows[1][5:] == ["not reached", ""]
+
+
 def test_offline_final_return_can_average_the_last_evaluations(tmp_path):
     from llmrl_cli.report import offline_curve
 
