@@ -3,7 +3,8 @@
 Every batch step makes one prior call, one encoder call and one Q forward for all
 ``num_envs`` environments together. Layout: ``<out>/<experiment>/<env>/<algo>/seed_<n>.csv``,
 with ``seed_<n>.yaml`` (resolved config) and ``seed_<n>.ckpt.pt`` (latest checkpoint) beside it.
-A killed run started again with the same command resumes from the checkpoint.
+Checkpoints are written at every evaluation point and every ``checkpoint_minutes`` between
+them; a killed run started again with the same command resumes from the latest.
 """
 
 from __future__ import annotations
@@ -291,6 +292,13 @@ class Runner:
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt_path)
+        self.last_checkpoint = time.perf_counter()
+
+    def _checkpoint_due(self) -> bool:
+        """Whether ``checkpoint_minutes`` have passed since the last checkpoint (slow runs, such as
+        ALFWorld with a local prior, then lose at most that much work to a kill)."""
+        minutes = self.cfg.checkpoint_minutes
+        return minutes > 0 and time.perf_counter() - self.last_checkpoint >= 60 * minutes
 
     def _restore(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -349,7 +357,7 @@ class Runner:
         self.check_expert()
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.yaml_path.write_text(dump_yaml(cfg))
-        self.started = time.perf_counter()
+        self.started = self.last_checkpoint = time.perf_counter()
         self.wall_before = 0.0
         self.episodes_done = self.episodes_started = self.env_steps = 0
         self.next_eval, self.next_train = 0, cfg.agent.train_every
@@ -378,6 +386,8 @@ class Runner:
                 if finished:
                     break
             self._batch_step()
+            if self._checkpoint_due():  # between evals; episodes in progress restart on resume
+                self._save_checkpoint(False)
         return self.csv_path
 
     def _count_optimal(self, decision: Decision) -> None:

@@ -68,6 +68,35 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, kill_at):
     pd.testing.assert_frame_equal(_table(resumed), _table(reference))
 
 
+def test_a_run_killed_between_evaluations_resumes_from_its_timed_checkpoint(tmp_path):
+    reference = _table(Runner(_cfg(tmp_path / "ref"), log=lambda *_: None).run())
+
+    def progress(done, total, msg):
+        if not msg and done == 8:  # between the evaluations at 5 and 10
+            raise Killed
+
+    cfg = _cfg(tmp_path / "killed", checkpoint_minutes=1e-9)  # checkpoint after every step
+    with pytest.raises(Killed):
+        Runner(cfg, progress=progress, log=lambda *_: None).run()
+    logs = []
+    resumed = _table(Runner(cfg, log=logs.append).run())
+    # the last checkpoint came after the step before the kill: 7 episodes done, not the 5 of
+    # the last evaluation
+    assert logs == [f"resuming {cfg.stem.with_suffix('.csv')} from episode 7"]
+    assert list(resumed.episode) == [0, 5, 10, 15]
+    # rows written before the kill are kept as they were; the run then goes on to the end
+    pd.testing.assert_frame_equal(resumed.iloc[:2], reference.iloc[:2])
+    assert resumed.env_steps.is_monotonic_increasing
+
+
+def test_checkpoint_minutes_does_not_change_a_runs_identity(tmp_path):
+    cfg = _cfg(tmp_path, checkpoint_minutes=0)
+    Runner(cfg, log=lambda *_: None).run()
+    logs = []
+    Runner(_cfg(tmp_path, checkpoint_minutes=5), log=logs.append).run()
+    assert "already complete" in logs[0]
+
+
 def test_finished_run_is_not_overwritten(tmp_path):
     cfg = _cfg(tmp_path)
     path = Runner(cfg, log=lambda *_: None).run()
