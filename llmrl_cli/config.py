@@ -132,7 +132,7 @@ class RunConfig:
     encoder_cache_size: int = 200_000  # embeddings kept (LRU; 384 floats each by default)
     prefix_cache_mb: int = 512  # local prior on CPU: prompt keys/values kept for reuse; 0 = off
     prior_batch_kv_mb: int = 1024  # local prior: keys/values one decode/score batch may hold
-    checkpoint_minutes: float = 10.0  # online runs: checkpoint this often between evals too; 0 = off
+    checkpoint_minutes: float = 10.0  # online runs: checkpoint this often between evals; 0 = off
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
     env_kwargs: dict[str, Any] = field(default_factory=dict)
