@@ -1,6 +1,7 @@
 """The embedded SmolLM2 prior, run for real (small batches to keep it quick)."""
 
 import pytest
+import torch
 
 from llmrl_cli.envs import make
 from llmrl_cli.priors import PriorQuery, ProposalCache
@@ -190,3 +191,28 @@ def test_uniform_prior_and_uniform_mix():
         UniformMixPrior(seed=0, base=Always(), eps=0.5).propose(many[:3], 5)
     none = UniformMixPrior(seed=0, base=Always(), eps=0.0).propose(queries, 5)
     assert none == [["up"] * 5] * 2
+
+
+def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
+    from transformers import DynamicCache
+
+    from llmrl_cli.priors.reserved_cache import reserved_cache
+
+    source = DynamicCache()
+    keys = [torch.arange(3 * 2 * 4 * 5, dtype=torch.float32).view(3, 2, 4, 5) + 1000 * i
+            for i in range(2)]
+    for layer, k in enumerate(keys):
+        source.update(k, -k, layer)
+    index = torch.tensor([2, 0, 0])
+    copy = reserved_cache(source, index, room=3)
+    for layer, k in enumerate(keys):
+        assert torch.equal(copy.layers[layer].keys, k[index])
+        assert torch.equal(copy.layers[layer].values, -k[index])
+    # the source's layers are released one by one (never two full caches at once)
+    assert source.layers == [None, None]
+    # a decoded position is written in place, within the reserved room
+    buffer = copy.layers[0]._keys
+    new = torch.ones(3, 2, 1, 5)
+    out_keys, _ = copy.layers[0].update(new, new)
+    assert copy.layers[0]._keys is buffer and out_keys.shape == (3, 2, 5, 5)
+    assert torch.equal(out_keys[:, :, 4:], new) and torch.equal(out_keys[:, :, :4], keys[0][index])

@@ -48,8 +48,17 @@ class ReservedLayer(DynamicLayer):
 
 
 def reserved_cache(cache, index: torch.Tensor, room: int):
-    """A new cache of ``cache``'s rows ``index``, each layer with ``room`` free positions."""
+    """A new cache of ``cache``'s rows ``index``, each layer with ``room`` free positions.
+
+    Consumes ``cache``: each of its layers is dropped as soon as its copy is made, so at most
+    one layer is held twice. (Building the whole copy first held the cache twice at once: on
+    ALFWorld prompts that was 0.9 GB of keys/values more at the peak of a 10-prompt call.)
+    """
     copy = DynamicCache()
-    copy.layers = [ReservedLayer(layer.keys[index], layer.values[index], room)
-                   for layer in cache.layers]
+    copy.layers = []
+    layers = cache.layers
+    for i, layer in enumerate(layers):
+        copy.layers.append(ReservedLayer(layer.keys[index], layer.values[index], room))
+        layers[i] = None  # type: ignore[call-overload]
+        del layer
     return copy
