@@ -17,6 +17,7 @@ import yaml
 from .agents.cql import CQLConfig
 from .agents.dqn import DQNConfig
 from .agents.gflan import GFlanConfig
+from .devices import DTYPE_CHOICES
 from .errors import UserError, unknown_choice
 
 ALGOS = {
@@ -132,6 +133,7 @@ class RunConfig:
     encoder_cache_size: int = 200_000  # embeddings kept (LRU; 384 floats each by default)
     prefix_cache_mb: int = 512  # local prior on CPU: prompt keys/values kept for reuse; 0 = off
     prior_batch_kv_mb: int = 1024  # local prior: keys/values one decode/score batch may hold
+    prior_dtype: str = "auto"  # local prior: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32
     checkpoint_minutes: float = 10.0  # online runs: checkpoint this often between evals; 0 = off
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
@@ -267,6 +269,8 @@ def validate(cfg: RunConfig) -> None:
         raise unknown_choice("prior mode", cfg.prior_mode, PRIOR_MODES)
     if cfg.projection not in PROJECTIONS:
         raise unknown_choice("projection", cfg.projection, PROJECTIONS)
+    if cfg.prior_dtype not in DTYPE_CHOICES:
+        raise unknown_choice("prior_dtype", cfg.prior_dtype, DTYPE_CHOICES)
     checks = [
         (cfg.k >= 1, f"--k must be >= 1, got {cfg.k}"),
         (cfg.episodes >= 1, f"--episodes must be >= 1, got {cfg.episodes}"),

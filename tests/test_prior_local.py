@@ -216,3 +216,23 @@ def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
     out_keys, _ = copy.layers[0].update(new, new)
     assert copy.layers[0]._keys is buffer and out_keys.shape == (3, 2, 5, 5)
     assert torch.equal(out_keys[:, :, 4:], new) and torch.equal(out_keys[:, :, :4], keys[0][index])
+
+
+def test_the_prior_runs_fp32_on_cpu_unless_bf16_is_asked_for():
+    """bf16 on a CPU is opt-in: oneDNN's bf16 kernels keep memory per matrix shape."""
+    from llmrl_cli.config import build_config
+    from llmrl_cli.devices import resolve_dtype
+    from llmrl_cli.errors import UserError
+    from llmrl_cli.priors import make_prior
+
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    cfg = build_config({"prior_dtype": "bfloat16"}, env="frozenlake", algo="dqn-prior",
+                       prior="local")
+    assert make_prior(cfg, "cpu").dtype == "bfloat16"
+    assert make_prior(build_config(env="frozenlake", algo="dqn-prior", prior="local"),
+                      "cpu").dtype == "auto"
+    with pytest.raises(UserError, match="unknown prior_dtype 'fp8'"):
+        build_config({"prior_dtype": "fp8"}, env="frozenlake", algo="dqn-prior")

@@ -70,7 +70,8 @@ def make_prior(cfg, device: str) -> ActionPrior:
     elif cfg.prior == "local":
         from .local import LocalLLMPrior
 
-        prior = LocalLLMPrior(device=device, prefix_cache_mb=cfg.prefix_cache_mb,
+        prior = LocalLLMPrior(device=device, dtype=cfg.prior_dtype,
+                              prefix_cache_mb=cfg.prefix_cache_mb,
                               max_batch_kv_mb=cfg.prior_batch_kv_mb, **llm_settings)
     else:
         from .vllm import DEFAULT_URL, VLLMPrior

@@ -18,7 +18,8 @@ batched decode. On CUDA the prompts prefill together in one padded batch.
   tokens run through the model (models.md: a naive forward of prompt+candidate for every
   candidate is ~150x slower and needs GBs).
 
-Weights run in bf16 on CUDA and on CPUs with native bf16, else fp32 (``dtype``).
+Weights run in bf16 on CUDA and fp32 on CPU (``dtype``; see ``devices.resolve_dtype`` for why
+bf16 is opt-in on CPUs).
 """
 
 from __future__ import annotations
