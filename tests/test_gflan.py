@@ -71,9 +71,10 @@ def test_adapters_off_reproduce_the_base_models_scores_exactly(setup):
     _, agent, base = setup
     off = agent.prior_scores(_prompts(), ACTIONS)
     # the same scores up to fp32 rounding: once peft has wrapped the linear layers the base
-    # model's own scores move by ~1e-6 too (measured), so bit-for-bit is not on offer
+    # model's own scores move by ~1e-6 too (measured), so bit-for-bit is not on offer; summed
+    # log-probs reach -33, where a few float32 ulps exceed 1e-5, hence the relative term
     for i, row in enumerate(base):
-        assert torch.allclose(off[i, : len(row)], torch.tensor(row), rtol=0, atol=1e-5)
+        assert torch.allclose(off[i, : len(row)], torch.tensor(row), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         on, _ = agent.evaluate_actions(_prompts(), ACTIONS, value=False)
     on_scores = torch.log_softmax(off, 1)
