@@ -174,11 +174,16 @@ def test_expert_mix_zero_proposes_only_the_expert(tmp_path):
 
 @pytest.mark.slow
 def test_dqn_solves_frozenlake_within_300_episodes(tmp_path):
-    cfg = build_config(env="frozenlake", algo="dqn", seed=0, out=str(tmp_path), device="cpu")
-    assert cfg.episodes == 300
-    df = pd.read_csv(Runner(cfg, log=lambda *_: None).run())
-    assert df.eval_success.max() >= 0.8
-    assert df.eval_success.iloc[-1] >= 0.8
+    """At least 2 of 3 seeds reach and end at eval success >= 0.8. One seed is not enough:
+    float rounding differs between CPUs, and seed 0 solved it on one machine, not on another."""
+    solved = []
+    for seed in range(3):
+        cfg = build_config(env="frozenlake", algo="dqn", seed=seed, out=str(tmp_path),
+                           device="cpu")
+        assert cfg.episodes == 300
+        df = pd.read_csv(Runner(cfg, log=lambda *_: None).run())
+        solved.append(df.eval_success.max() >= 0.8 and df.eval_success.iloc[-1] >= 0.8)
+    assert sum(solved) >= 2, solved
 
 
 @pytest.mark.parametrize("algo", ["dqn", "dqn-prior"])
