@@ -104,18 +104,19 @@ def test_sampled_completions_equal_a_plain_token_by_token_decode(smol):
             assert text == expected
 
 
-def test_decode_batches_keep_the_copied_keys_and_values_under_the_budget(smol):
+def test_decode_batches_keep_the_keys_and_values_under_the_budget(smol):
     import math
 
     assert smol.kv_bytes_per_token() == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers, fp32
     prompts = [q.prompt for q in _queries(3)]
-    widths = [len(smol._tokenizer(smol._format(p), add_special_tokens=False)["input_ids"])
-              + smol.max_new_tokens for p in prompts]
     k, saved = 5, smol.max_batch_kv_mb
-    two = 2 * k * max(widths[:2]) * smol.kv_bytes_per_token()  # the first two prompts' copies
+    # a prompt's keys/values once, then room for its k answers
+    widths = [len(smol._tokenizer(smol._format(p), add_special_tokens=False)["input_ids"])
+              + k * (smol.max_new_tokens - 1) for p in prompts]
+    two = 2 * max(widths[:2]) * smol.kv_bytes_per_token()
     try:
         smol.max_batch_kv_mb = math.ceil(two / 2**20)
-        assert 3 * k * max(widths) * smol.kv_bytes_per_token() > smol.max_batch_kv_mb * 2**20
+        assert 3 * max(widths) * smol.kv_bytes_per_token() > smol.max_batch_kv_mb * 2**20
         assert smol.decode_batches(prompts, k) == [prompts[:2], prompts[2:]]
         smol.max_batch_kv_mb = 1  # less than one prompt needs: each goes alone
         assert smol.decode_batches(prompts, k) == [[p] for p in prompts]
@@ -123,6 +124,26 @@ def test_decode_batches_keep_the_copied_keys_and_values_under_the_budget(smol):
         assert smol.decode_batches(prompts, k) == [prompts]
     finally:
         smol.max_batch_kv_mb = saved
+
+
+def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkeypatch):
+    """The k samples of a prompt are queries on its row, not k copies of its keys/values."""
+    prompts, k = [q.prompt for q in _queries(3)], 5
+    calls = []
+    forward = smol._lm.forward
+
+    def spy(*args, **kwargs):
+        cache = kwargs.get("past_key_values")
+        if cache is not None and len(cache.layers) and cache.layers[0].keys is not None:
+            calls.append((kwargs["input_ids"].shape, cache.layers[0].keys.shape[0]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(smol._lm, "forward", spy)
+    smol._sample(prompts, k)
+    decode = [(shape, rows) for shape, rows in calls if shape[0] == len(prompts)]
+    assert decode, calls
+    for (batch, queries), rows in decode:
+        assert rows == batch == len(prompts) and 1 <= queries <= k
 
 
 def test_score_mode_equals_a_plain_forward_of_prompt_and_action(smol):

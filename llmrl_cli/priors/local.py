@@ -9,11 +9,12 @@ prefix any earlier prompt shared has been taken from the prefix KV cache (``pref
 batched decode. On CUDA the prompts prefill together in one padded batch.
 
 - ``sample``: the k samples of every prompt decode together (at most ``max_new_tokens``,
-  stopping at a newline), one model row per distinct unfinished sequence: samples that drew
-  the same tokens so far share a row, finished ones leave the batch, and keys/values are
-  written in place (``reserved_cache.py``) rather than concatenated. Token draws use a per-(prompt, sample)
-  random stream, so a state's proposals are a pure function of the cache key and do not depend
-  on batch order.
+  stopping at a newline) as a tree on the prompt's one row of keys/values: one query per
+  distinct unfinished prefix (samples that drew the same tokens so far share it), each seeing
+  the prompt and its own ancestors through a 4-D attention mask. The prompt's keys/values are
+  not copied per sample, and new ones are written in place (``reserved_cache.py``) rather than
+  concatenated. Token draws use a per-(prompt, sample) random stream, so a state's proposals
+  are a pure function of the cache key and do not depend on batch order.
 - ``score``: the prompt's KV cache is expanded to its candidate actions, and only the candidate
   tokens run through the model (models.md: a naive forward of prompt+candidate for every
   candidate is ~150x slower and needs GBs).
@@ -116,8 +117,8 @@ class LocalLLMPrior(LLMPrior):
     max_score_logits: int = 2**26
     #: CPU: megabytes of prompt keys/values kept for later prompts with the same token prefix
     prefix_cache_mb: int = 512
-    #: megabytes of keys/values one decode batch may hold: a prompt's are copied to each of its
-    #: k samples (score mode: to each candidate), so long prompts (ALFWorld) get smaller batches
+    #: megabytes of keys/values one decode batch may hold: each prompt's once, plus room for its
+    #: k answers (score mode: the prompt's are copied to each candidate)
     max_batch_kv_mb: int = 1024
     _prefix: PrefixKVCache | None = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
@@ -155,10 +156,13 @@ class LocalLLMPrior(LLMPrior):
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
 
-    def _prefill(self, prompts: list[str]):
-        """The prompts' (last logits, left-padded KV cache, mask, last positions)."""
+    def _prefill(self, prompts: list[str], room: int = 0):
+        """The prompts' (last logits, left-padded KV cache, mask, last positions); the cache's
+        layers have ``room`` free positions after the prompts for keys/values to come."""
+        from .reserved_cache import reserved_cache
+
         if self._prefix is not None:
-            return self._prefill_each(prompts)
+            return self._prefill_each(prompts, room)
         tok, lm = self._tokenizer, self._lm
         batch = tok([self._format(p) for p in prompts], return_tensors="pt", padding=True,
                     add_special_tokens=False).to(lm.device)
@@ -167,48 +171,55 @@ class LocalLLMPrior(LLMPrior):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
                  use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1].float(), out.past_key_values, mask, positions[:, -1:]
+        cache = reserved_cache(out.past_key_values, torch.arange(len(prompts), device=lm.device),
+                               room)
+        return out.logits[:, -1].float(), cache, mask, positions[:, -1:]
 
-    def _prefill_each(self, prompts: list[str]):
-        """``_prefill`` one prompt at a time, each after its cached prefix; joined at the end."""
+    def _prefill_each(self, prompts: list[str], room: int):
+        """``_prefill`` one prompt at a time, each after its cached prefix; their keys/values
+        are written into the left-padded batch cache as they come."""
         from transformers import DynamicCache
 
+        from .reserved_cache import ReservedLayer
+
         tok, lm = self._tokenizer, self._lm
-        logits, keys, values = [], [], []
-        for prompt in prompts:
-            ids = tok(self._format(prompt), add_special_tokens=False)["input_ids"]
-            m, k, v = self._prefix.match(ids)
-            m = min(m, len(ids) - 1)  # at least one token runs: its logits start the answer
+        ids = [tok(self._format(prompt), add_special_tokens=False)["input_ids"]
+               for prompt in prompts]
+        width = max(len(i) for i in ids)
+        config = lm.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads)
+        shape = (len(prompts), heads, width, head_dim)
+        batch = DynamicCache()
+        batch.layers = [ReservedLayer(shape, room, lm.dtype, lm.device)
+                        for _ in range(config.num_hidden_layers)]
+        mask = torch.zeros(len(prompts), width, dtype=torch.long, device=lm.device)
+        logits = []
+        for row, prompt_ids in enumerate(ids):
+            m, k, v = self._prefix.match(prompt_ids)
+            m = min(m, len(prompt_ids) - 1)  # at least one token runs: its logits start the answer
             cache = DynamicCache()
             for layer in range(k.shape[0] if m else 0):
                 cache.update(k[layer, None, :, :m], v[layer, None, :, :m], layer)
-            out = lm(input_ids=torch.tensor([ids[m:]], device=lm.device),
-                     position_ids=torch.arange(m, len(ids), device=lm.device)[None],
+            out = lm(input_ids=torch.tensor([prompt_ids[m:]], device=lm.device),
+                     position_ids=torch.arange(m, len(prompt_ids), device=lm.device)[None],
                      past_key_values=cache, use_cache=True, logits_to_keep=1)
             layers = _layers(out.past_key_values)
             k_all = torch.stack([layer_keys[0] for layer_keys, _ in layers])
             v_all = torch.stack([layer_values[0] for _, layer_values in layers])
-            self._prefix.insert(ids, k_all, v_all)
-            self.stats.prompt_tokens += len(ids)
-            self.stats.reused_tokens += m
             logits.append(out.logits[0, -1].float())
-            keys.append(k_all)
-            values.append(v_all)
-        width = max(k.shape[2] for k in keys)
-        n_layers, heads, _, dim = keys[0].shape
-        k_batch = keys[0].new_zeros(n_layers, len(prompts), heads, width, dim)
-        v_batch = torch.zeros_like(k_batch)
-        mask = torch.zeros(len(prompts), width, dtype=torch.long, device=lm.device)
-        for row, (k, v) in enumerate(zip(keys, values)):
-            n = k.shape[2]
-            k_batch[:, row, :, width - n:] = k
-            v_batch[:, row, :, width - n:] = v
+            del out, cache, layers
+            self._prefix.insert(prompt_ids, k_all, v_all)
+            n = len(prompt_ids)
+            for layer, target in enumerate(batch.layers):
+                target.keys[row, :, width - n:] = k_all[layer]
+                target.values[row, :, width - n:] = v_all[layer]
             mask[row, width - n:] = 1
-        cache = DynamicCache()
-        for layer in range(n_layers):
-            cache.update(k_batch[layer], v_batch[layer], layer)
+            self.stats.prompt_tokens += n
+            self.stats.reused_tokens += m
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return torch.stack(logits), cache, mask, positions[:, -1:]
+        return torch.stack(logits), batch, mask, positions[:, -1:]
 
     def _chunks(self, items: list, fn) -> list:
         self._load()
@@ -228,17 +239,18 @@ class LocalLLMPrior(LLMPrior):
         return 2 * config.num_hidden_layers * heads * head_dim * element
 
     def decode_batches(self, prompts: list[str], k: int) -> list[list[str]]:
-        """Consecutive runs of at most ``batch_size`` prompts whose k samples' keys/values
-        (left-padded prompt + answer) fit in ``max_batch_kv_mb``."""
-        per_row = self.kv_bytes_per_token() * k
+        """Consecutive runs of at most ``batch_size`` prompts whose keys/values while decoding
+        (left-padded prompt, then room for k answers) fit in ``max_batch_kv_mb``."""
+        per_token = self.kv_bytes_per_token()
         budget = self.max_batch_kv_mb * 2**20
+        room = k * (self.max_new_tokens - 1)
         batches, width = [], 0
         for prompt in prompts:
             length = len(self._tokenizer(self._format(prompt), add_special_tokens=False)
-                         ["input_ids"]) + self.max_new_tokens
+                         ["input_ids"])
             wider = max(width, length)
             if batches and len(batches[-1]) < self.batch_size and \
-                    (len(batches[-1]) + 1) * wider * per_row <= budget:
+                    (len(batches[-1]) + 1) * (wider + room) * per_token <= budget:
                 batches[-1].append(prompt)
                 width = wider
             else:
@@ -255,31 +267,38 @@ class LocalLLMPrior(LLMPrior):
     def _sample(self, prompts: list[str], k: int) -> list[list[str]]:
         """k completions per prompt, cut at the first newline.
 
-        Decoding runs one model row per *distinct* unfinished sequence: samples of a prompt
-        that drew the same tokens so far share a row (same keys/values, same logits), and a
-        sample leaves the batch once it drew a newline. Keys and values sit in buffers with
-        room for the answer, so a decode step writes in place instead of copying the cache.
+        The k samples of a prompt decode as a tree on one row of keys/values: the prompt once,
+        then one position per *node* (a distinct token prefix drawn so far). Samples that drew
+        the same tokens share a node (one model query, one set of logits); each step appends a
+        position for every live child node, and a 4-D attention mask lets a node see only the
+        prompt and its own ancestors. So the prompt's keys/values are held once, not copied to
+        each of the k samples, and finished samples stop adding queries. The buffers have room
+        for the answers, so keys/values are written in place (``reserved_cache.py``).
         """
-        from .reserved_cache import reserved_cache
-
         tok, lm = self._tokenizer, self._lm
         device = lm.device
-        logits, cache, mask, position = self._prefill(prompts)
+        room = k * (self.max_new_tokens - 1)
+        logits, cache, mask, position = self._prefill(prompts, room)
+        n_prompts, width = mask.shape
         # one uniform draw per (prompt, sample, step), from a stream seeded by the prompt
         uniforms = torch.stack([
             torch.rand(self.max_new_tokens,
                        generator=torch.Generator().manual_seed(stable_seed(self.seed, p, j)))
             for p in prompts for j in range(k)
         ]).to(device)
-        samples = len(prompts) * k
+        samples = n_prompts * k
         generated = torch.full((samples, self.max_new_tokens), tok.pad_token_id, device=device)
         finished = torch.zeros(samples, dtype=torch.bool, device=device)
-        row = torch.arange(len(prompts), device=device).repeat_interleave(k)  # sample -> row
-        rows = torch.arange(len(prompts), device=device)  # the rows' parents in `cache`
-        decode_cache = None
+        # nodes: at first the prompts themselves; `logits` holds each node's next-token logits
+        node = torch.arange(n_prompts, device=device).repeat_interleave(k)  # sample -> node
+        node_prompt = torch.arange(n_prompts, device=device)  # node -> its prompt (row)
+        prompt_seen = torch.zeros(n_prompts, width + room, dtype=torch.bool, device=device)
+        prompt_seen[:, :width] = mask.bool()
+        node_seen = prompt_seen  # node -> the key/value columns its next query attends to
+        filled = width
         for step in range(self.max_new_tokens):
             live = (~finished).nonzero().squeeze(-1)
-            token = self._draw(logits[row[live]], uniforms[live, step])
+            token = self._draw(logits[node[live]], uniforms[live, step])
             generated[live, step] = token
             self.stats.tokens += len(live)
             finished[live] = torch.isin(token, self._newline_ids)
@@ -287,20 +306,28 @@ class LocalLLMPrior(LLMPrior):
                 break
             live = (~finished).nonzero().squeeze(-1)
             vocab = logits.shape[-1]
-            distinct, row[live] = torch.unique(row[live] * vocab + generated[live, step],
-                                               return_inverse=True)
-            parents, tokens = distinct // vocab, distinct % vocab
-            if decode_cache is None:
-                decode_cache = reserved_cache(cache, parents, self.max_new_tokens)
-                del cache
-            elif not torch.equal(parents, rows):
-                decode_cache = reserved_cache(decode_cache, parents, self.max_new_tokens - step)
-            rows = torch.arange(len(parents), device=device)
-            mask = torch.cat([mask[parents], torch.ones_like(mask[parents, :1])], dim=1)
-            position = position[parents] + 1
-            out = lm(input_ids=tokens[:, None], attention_mask=mask, position_ids=position,
-                     past_key_values=decode_cache, use_cache=True)
-            logits = out.logits[:, -1].float()
+            # the live children: distinct (parent node, token); sorted, so grouped by prompt
+            children, node[live] = torch.unique(node[live] * vocab + generated[live, step],
+                                                return_inverse=True)
+            parents, tokens = children // vocab, children % vocab
+            node_prompt = node_prompt[parents]
+            counts = torch.bincount(node_prompt, minlength=n_prompts)
+            slot = torch.arange(len(children), device=device) - (counts.cumsum(0) - counts)[
+                node_prompt]
+            queries = int(counts.max())
+            columns = filled + slot
+            node_seen = node_seen[parents].clone()
+            node_seen[torch.arange(len(children), device=device), columns] = True
+            filled += queries
+            # padding queries (prompts with fewer children) see their prompt; nobody sees them
+            seen = prompt_seen[:, None, :filled].repeat(1, queries, 1)
+            seen[node_prompt, slot] = node_seen[:, :filled]
+            input_ids = torch.full((n_prompts, queries), tok.pad_token_id, device=device)
+            input_ids[node_prompt, slot] = tokens
+            out = lm(input_ids=input_ids, attention_mask=seen[:, None],
+                     position_ids=(position + 1 + step).expand(n_prompts, queries),
+                     past_key_values=cache, use_cache=True)
+            logits = out.logits[node_prompt, slot].float()
         texts = tok.batch_decode(generated, skip_special_tokens=True)
         cut = [t.split("\n", 1)[0].strip() for t in texts]
         return [cut[i * k : (i + 1) * k] for i in range(len(prompts))]

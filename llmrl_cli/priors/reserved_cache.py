@@ -20,16 +20,26 @@ class ReservedLayer(DynamicLayer):
     copying the whole cache at every decoded token.
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+    def __init__(self, shape: tuple[int, ...], room: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        """Zeros of ``shape`` (rows, heads, length, dim), to be filled in place. Zeros, not
+        uninitialised memory: masked-out (left-padding) positions still enter the attention
+        product with weight 0, and 0 * NaN would be NaN."""
         super().__init__()
-        rows, heads, length, dim = keys.shape
-        self._keys = keys.new_empty(rows, heads, length + room, dim)
-        self._values = torch.empty_like(self._keys)
-        self._keys[:, :, :length] = keys
-        self._values[:, :, :length] = values
+        rows, heads, length, dim = shape
+        self._keys = torch.zeros(rows, heads, length + room, dim, dtype=dtype, device=device)
+        self._values = torch.zeros_like(self._keys)
         self.length = length
-        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self.dtype, self.device, self.is_initialized = dtype, device, True
         self._expose()
+
+    @classmethod
+    def holding(cls, keys: torch.Tensor, values: torch.Tensor, room: int) -> ReservedLayer:
+        """A copy of ``keys``/``values`` with ``room`` free positions after them."""
+        layer = cls(tuple(keys.shape), room, keys.dtype, keys.device)
+        layer.keys.copy_(keys)
+        layer.values.copy_(values)
+        return layer
 
     def _expose(self) -> None:
         self.keys = self._keys[:, :, : self.length]
@@ -38,7 +48,7 @@ class ReservedLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         end = self.length + key_states.shape[-2]
         if end > self._keys.shape[2]:  # out of room: grow like a DynamicLayer would
-            grown = ReservedLayer(self.keys, self.values, end - self.length)
+            grown = ReservedLayer.holding(self.keys, self.values, end - self.length)
             self._keys, self._values = grown._keys, grown._values
         self._keys[:, :, self.length : end] = key_states
         self._values[:, :, self.length : end] = value_states
@@ -58,7 +68,7 @@ def reserved_cache(cache, index: torch.Tensor, room: int):
     copy.layers = []
     layers = cache.layers
     for i, layer in enumerate(layers):
-        copy.layers.append(ReservedLayer(layer.keys[index], layer.values[index], room))
+        copy.layers.append(ReservedLayer.holding(layer.keys[index], layer.values[index], room))
         layers[i] = None  # type: ignore[call-overload]
         del layer
     return copy
