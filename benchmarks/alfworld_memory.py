@@ -32,17 +32,10 @@ from pathlib import Path
 
 import torch
 
-from llmrl_cli.bench import peak_rss_mb
+from llmrl_cli.bench import peak_rss_mb, rss_mb
 from llmrl_cli.config import build_config
 from llmrl_cli.priors.cache import ProposalCache
 from llmrl_cli.runner import Runner
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class AgedRunner(Runner):

@@ -193,13 +193,22 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def peak_rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's memory from /proc/self/status: ``VmRSS`` (resident now) or ``VmHWM``
+    (peak resident); NaN where there is no /proc."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    peak = rss_mb("VmHWM")
+    if peak == peak:  # not NaN
+        return peak
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
