@@ -13,7 +13,7 @@ export LLMRL_CACHE_DIR ?= $(CURDIR)/.cache/llmrl
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install install-vllm run test test-slow test-vllm test-all reproduce clean
+.PHONY: install install-vllm run test test-slow test-vllm test-cuda test-all reproduce clean
 
 install: $(STAMP)
 
@@ -66,11 +66,15 @@ test-vllm: install install-vllm
 
 # Fast tests (default, a few minutes). `make test-slow`: the slow end-to-end ones (CI runs both).
 test: install
-	$(BIN)/python -m pytest -q -m "not slow and not vllm"
+	$(BIN)/python -m pytest -q -m "not slow and not vllm and not cuda"
 
 # pytest exits 5 when it collects nothing; no slow test is not a failure here
 test-slow: install
-	$(BIN)/python -m pytest -q -m "slow and not vllm"; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -q -m "slow and not vllm and not cuda"; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# The CUDA path (local prior, encoder, Q-network on the GPU); needs a CUDA device
+test-cuda: install
+	$(BIN)/python -m pytest -q -m cuda
 
 test-all: test test-slow test-vllm
 

@@ -78,30 +78,34 @@ def test_cache_answers_repeated_prompts_without_the_model(smol, tmp_path):
     smol.cache = None
 
 
-def test_sampled_completions_equal_a_plain_token_by_token_decode(smol):
-    """Shared rows, early exits and in-place keys/values change the cost, not the draws."""
-    import torch
-
+def assert_samples_equal_a_plain_token_by_token_decode(prior, k=4):
+    """Each of ``prior``'s k completions, drawn again one token at a time by a full forward of
+    prompt + tokens so far, with the same uniform draws."""
     from llmrl_cli.seeding import stable_seed
 
-    queries = _queries(3)
-    prompts, k = [q.prompt for q in queries], 4
-    completions = smol._sample(prompts, k)
-    tok, lm = smol._tokenizer, smol._lm
+    prompts = [q.prompt for q in _queries(3)]
+    completions = prior._sample(prompts, k)
+    tok, lm = prior._tokenizer, prior._lm
     for prompt, row in zip(prompts, completions):
-        prompt_ids = tok(smol._format(prompt), add_special_tokens=False)["input_ids"]
+        prompt_ids = tok(prior._format(prompt), add_special_tokens=False)["input_ids"]
         for j, text in enumerate(row):
-            uniforms = torch.rand(smol.max_new_tokens, generator=torch.Generator().manual_seed(
-                stable_seed(smol.seed, prompt, j)))
+            uniforms = torch.rand(prior.max_new_tokens, generator=torch.Generator().manual_seed(
+                stable_seed(prior.seed, prompt, j)))
             drawn = []
             for u in uniforms:
                 with torch.no_grad():
-                    logits = lm(torch.tensor([prompt_ids + drawn])).logits[:, -1].float()
-                drawn.append(int(smol._draw(logits, u[None])))
-                if drawn[-1] in smol._newline_ids.tolist():
+                    ids = torch.tensor([prompt_ids + drawn], device=lm.device)
+                    logits = lm(ids).logits[:, -1].float()
+                drawn.append(int(prior._draw(logits, u[None].to(lm.device))))
+                if drawn[-1] in prior._newline_ids.tolist():
                     break
             expected = tok.decode(drawn, skip_special_tokens=True).split("\n", 1)[0].strip()
             assert text == expected
+
+
+def test_sampled_completions_equal_a_plain_token_by_token_decode(smol):
+    """Shared prefixes, early exits and in-place keys/values change the cost, not the draws."""
+    assert_samples_equal_a_plain_token_by_token_decode(smol)
 
 
 def test_decode_batches_keep_the_keys_and_values_under_the_budget(smol):
@@ -146,21 +150,24 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
         assert rows == batch == len(prompts) and 1 <= queries <= k
 
 
-def test_score_mode_equals_a_plain_forward_of_prompt_and_action(smol):
-    import torch
-
+def assert_scores_equal_a_plain_forward_of_prompt_and_action(prior):
     queries = _queries(2)
     odd = ["left", "go north now"]  # a multi-token candidate exercises the cached positions
-    scores = smol._score([q.prompt for q in queries], [list(queries[0].actions), odd])
-    tok, lm = smol._tokenizer, smol._lm
+    scores = prior._score([q.prompt for q in queries], [list(queries[0].actions), odd])
+    tok, lm = prior._tokenizer, prior._lm
     for q, cands, row in zip(queries, [queries[0].actions, odd], scores):
         prompt_ids = tok(q.prompt, add_special_tokens=False)["input_ids"]
         for cand, value in zip(cands, row):
-            ids = smol.candidate_ids(cand)
+            ids = prior.candidate_ids(cand)
             with torch.no_grad():
-                logp = torch.log_softmax(lm(torch.tensor([prompt_ids + ids])).logits.float(), -1)
+                logits = lm(torch.tensor([prompt_ids + ids], device=lm.device)).logits
+                logp = torch.log_softmax(logits.float(), -1)
             expected = sum(float(logp[0, len(prompt_ids) - 1 + j, t]) for j, t in enumerate(ids))
             assert value == pytest.approx(expected, abs=2e-3)
+
+
+def test_score_mode_equals_a_plain_forward_of_prompt_and_action(smol):
+    assert_scores_equal_a_plain_forward_of_prompt_and_action(smol)
 
 
 def test_score_mode_distribution_proposals_and_cache(smol, tmp_path):
