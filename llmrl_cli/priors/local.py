@@ -5,8 +5,8 @@ Both modes (see ``llm.py``) batch all states of a step through the model togethe
 prefill each prompt once. On CPU each prompt is prefilled on its own -- prefill is
 compute-bound there, so a padded batch only adds the padding's work -- after the longest token
 prefix any earlier prompt shared has been taken from the prefix KV cache (``prefix_cache.py``,
-``prefix_cache_mb``; 0 turns it off); the prompts' caches are then joined, left-padded, for the
-batched decode. On CUDA the prompts prefill together in one padded batch.
+``prefix_cache_mb``; 0 turns it off); each prompt's keys/values go, left-padded, straight into
+the batch's decode buffers. On CUDA the prompts prefill together in one padded batch.
 
 - ``sample``: the k samples of every prompt decode together (at most ``max_new_tokens``,
   stopping at a newline) as a tree on the prompt's one row of keys/values: one query per
