@@ -10,6 +10,11 @@ from llmrl_cli.priors.local import LocalLLMPrior
 from llmrl_cli.priors.prompts import build_prompt, build_query, history_line
 
 
+#: a prompt whose samples all stop within two tokens ("9" and a newline), while a Frozen Lake
+#: prompt's go on: the batch then drops its row
+QUICK_STOP = "Count: 1\n2\n3\n4\n5\n6\n7\n8\n"
+
+
 def _queries(n=2):
     env = make("frozenlake")
     obs, _ = env.reset(seed=0)
@@ -84,6 +89,7 @@ def assert_samples_equal_a_plain_token_by_token_decode(prior, k=4):
     from llmrl_cli.seeding import stable_seed
 
     prompts = [q.prompt for q in _queries(3)]
+    prompts.insert(1, QUICK_STOP)  # its row leaves the batch early; the rows after it move up
     completions = prior._sample(prompts, k)
     tok, lm = prior._tokenizer, prior._lm
     for prompt, row in zip(prompts, completions):
@@ -132,7 +138,7 @@ def test_decode_batches_keep_the_keys_and_values_under_the_budget(smol):
 
 def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkeypatch):
     """The k samples of a prompt are queries on its row, not k copies of its keys/values."""
-    prompts, k = [q.prompt for q in _queries(3)], 5
+    prompts, k = [QUICK_STOP] + [q.prompt for q in _queries(3)], 5
     calls = []
     forward = smol._lm.forward
 
@@ -144,10 +150,13 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
 
     monkeypatch.setattr(smol._lm, "forward", spy)
     smol._sample(prompts, k)
-    decode = [(shape, rows) for shape, rows in calls if shape[0] == len(prompts)]
+    decode = calls[len(prompts):]  # after the prompts' own prefills
     assert decode, calls
     for (batch, queries), rows in decode:
-        assert rows == batch == len(prompts) and 1 <= queries <= k
+        assert rows == batch <= len(prompts) and 1 <= queries <= k
+    # a prompt whose samples have all stopped leaves the batch; the batch never grows again
+    batches = [batch for (batch, _), _ in decode]
+    assert batches == sorted(batches, reverse=True) and batches[-1] < len(prompts), batches
 
 
 def assert_scores_equal_a_plain_forward_of_prompt_and_action(prior):
@@ -244,6 +253,15 @@ def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
     out_keys, _ = copy.layers[0].update(new, new)
     assert copy.layers[0]._keys is buffer and out_keys.shape == (3, 2, 5, 5)
     assert torch.equal(out_keys[:, :, 4:], new) and torch.equal(out_keys[:, :, :4], keys[0][index])
+    # rows whose decoding is done leave the batch: the others move to the front, in place
+    before = out_keys.clone()
+    layer = copy.layers[0]
+    layer.keep_rows(torch.tensor([0, 2]))
+    assert layer._keys is buffer and layer.keys.shape == (2, 2, 5, 5)
+    assert torch.equal(layer.keys, before[[0, 2]]) and torch.equal(layer.values[1, :, :4], -keys[0][0])
+    out_keys, _ = layer.update(2 * new[:2], 2 * new[:2])
+    assert out_keys.shape == (2, 2, 6, 5) and torch.equal(out_keys[:, :, :5], before[[0, 2]])
+    assert torch.equal(out_keys[:, :, 5:], 2 * new[:2])
 
 
 def test_the_prior_runs_fp32_on_cpu_unless_bf16_is_asked_for():

@@ -311,6 +311,15 @@ class LocalLLMPrior(LLMPrior):
                                                 return_inverse=True)
             parents, tokens = children // vocab, children % vocab
             node_prompt = node_prompt[parents]
+            active = torch.unique(node_prompt)  # rows that still have a live node
+            if len(active) < n_prompts:  # the others are done: drop their rows from the batch
+                for layer in cache.layers:
+                    layer.keep_rows(active)
+                renumber = torch.zeros(n_prompts, dtype=torch.long, device=device)
+                renumber[active] = torch.arange(len(active), device=device)
+                node_prompt = renumber[node_prompt]
+                prompt_seen, position = prompt_seen[active], position[active]
+                n_prompts = len(active)
             counts = torch.bincount(node_prompt, minlength=n_prompts)
             slot = torch.arange(len(children), device=device) - (counts.cumsum(0) - counts)[
                 node_prompt]

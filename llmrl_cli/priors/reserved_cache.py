@@ -30,6 +30,7 @@ class ReservedLayer(DynamicLayer):
         self._keys = torch.zeros(rows, heads, length + room, dim, dtype=dtype, device=device)
         self._values = torch.zeros_like(self._keys)
         self.length = length
+        self.rows = rows
         self.dtype, self.device, self.is_initialized = dtype, device, True
         self._expose()
 
@@ -42,16 +43,29 @@ class ReservedLayer(DynamicLayer):
         return layer
 
     def _expose(self) -> None:
-        self.keys = self._keys[:, :, : self.length]
-        self.values = self._values[:, :, : self.length]
+        self.keys = self._keys[: self.rows, :, : self.length]
+        self.values = self._values[: self.rows, :, : self.length]
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Keep only rows ``index`` (ascending), moved in place to the front of the buffers.
+
+        Rows before the first one that moves stay where they are; nothing is reallocated.
+        """
+        in_place = index == torch.arange(len(index), device=index.device)
+        moved = len(index) if bool(in_place.all()) else int((~in_place).nonzero()[0])
+        if moved < len(index):
+            self._keys[moved : len(index)] = self._keys[index[moved:]]
+            self._values[moved : len(index)] = self._values[index[moved:]]
+        self.rows = len(index)
+        self._expose()
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         end = self.length + key_states.shape[-2]
         if end > self._keys.shape[2]:  # out of room: grow like a DynamicLayer would
             grown = ReservedLayer.holding(self.keys, self.values, end - self.length)
             self._keys, self._values = grown._keys, grown._values
-        self._keys[:, :, self.length : end] = key_states
-        self._values[:, :, self.length : end] = value_states
+        self._keys[: self.rows, :, self.length : end] = key_states
+        self._values[: self.rows, :, self.length : end] = value_states
         self.length = end
         self._expose()
         return self.keys, self.values
