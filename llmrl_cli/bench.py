@@ -37,6 +37,7 @@ import torch
 
 from .config import RunConfig
 from .encoders import TextEncoder
+from .errors import UserError
 from .priors.cache import ProposalCache
 from .priors.local import LocalLLMPrior
 from .runner import Runner, Slot
@@ -214,13 +215,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_mode(cfg: RunConfig, mode: str, scratch: Path, progress=None) -> ModeResult:
-    """Train ``cfg`` in ``mode`` (reference | ours) from cold caches; measure it."""
+def run_mode(cfg: RunConfig, mode: str, scratch: Path, progress=None,
+             name: str | None = None) -> ModeResult:
+    """Train ``cfg`` in ``mode`` (reference | ours) from cold caches; measure it. The run's
+    files go to ``scratch/results/bench-<name>/`` (``name``: the mode by default)."""
     if mode not in MODES:
         raise ValueError(f"unknown bench mode {mode!r}")
     mode_cfg = dataclasses.replace(cfg, num_envs=1 if mode == "reference" else cfg.num_envs,
-                                   out=str(scratch / "results"), experiment=f"bench-{mode}")
+                                   out=str(scratch / "results"),
+                                   experiment=f"bench-{name or mode}")
     scratch.mkdir(parents=True, exist_ok=True)
+    for stale in scratch.glob(f"proposals-{cfg.seed}.sqlite*"):  # cold caches, always
+        stale.unlink()
     _reset_peak_rss()
     runner = BenchRunner(mode_cfg, mode, scratch, overwrite=True, log=lambda msg: None,
                          progress=progress)
@@ -258,12 +264,17 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
     runs = [(mode, cfg) for mode in modes]
     if "ours" in modes:
         runs += [(f"ours-{n}envs", dataclasses.replace(cfg, num_envs=n)) for n in more_num_envs]
+    for name, _ in runs:  # kept runs are the user's: never overwritten
+        done = sorted((root / name).rglob(f"seed_{cfg.seed}.csv"))
+        if done:
+            raise UserError(f"{done[0]} already holds a bench run of seed {cfg.seed}; choose "
+                            "another --out or --seed")
     try:
         results = {}
         for name, run_cfg in runs:
             progress = progress_for(name) if progress_for else None
             mode = "ours" if name.startswith("ours") else name
-            results[name] = run_mode(run_cfg, mode, root / name, progress)
+            results[name] = run_mode(run_cfg, mode, root / name, progress, name)
     finally:
         if tmp:
             tmp.cleanup()

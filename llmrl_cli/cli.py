@@ -283,6 +283,9 @@ def bench_command(
     modes: str = typer.Option("reference,ours", help="which modes to run, comma-separated"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    out: Optional[Path] = typer.Option(None, help="keep each mode's run (CSV, config) under "
+                                       "this folder, for `llmrl report` (default: a temporary "
+                                       "folder, removed)"),
 ) -> None:
     """Time the paper code's pattern and ours on the same dqn-prior budget, side by side."""
     import json
@@ -313,7 +316,7 @@ def bench_command(
             task = bar.add_task("", total=cfg.episodes, mode=mode)
             return lambda done, total, msg: bar.update(task, completed=done)
 
-        result = bench(cfg, chosen, progress_for, more_num_envs=tuple(counts[1:]))
+        result = bench(cfg, chosen, progress_for, scratch=out, more_num_envs=tuple(counts[1:]))
     if json_out:
         typer.echo(json.dumps(result))
         return

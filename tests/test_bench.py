@@ -62,8 +62,9 @@ def test_a_bad_num_envs_is_one_clear_error(capsys, counts):
 
 
 @pytest.mark.slow
-def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys):
-    main(["bench", "--episodes", "2", "--eval-episodes", "2", "--num-envs", "2,3", "--json"])
+def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys, tmp_path):
+    main(["bench", "--episodes", "2", "--eval-episodes", "2", "--num-envs", "2,3", "--json",
+          "--out", str(tmp_path / "b")])
     result = json.loads(capsys.readouterr().out)
     ref, ours = result["modes"]["reference"], result["modes"]["ours"]
     assert ref["num_envs"] == 1 and ours["num_envs"] == 2
@@ -78,3 +79,16 @@ def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys):
         assert mode["prior_s"] + mode["encoder_s"] + mode["update_s"] + mode["env_s"] \
             <= mode["wall_s"] + 1e-6
         assert mode["peak_rss_mb"] > 100
+    # --out kept each run, one experiment per mode, for `llmrl report`
+    for name in ("reference", "ours", "ours-3envs"):
+        csv = tmp_path / "b" / name / "results" / f"bench-{name}" / "frozenlake" / "dqn-prior"
+        assert (csv / "seed_0.csv").exists() and (csv / "seed_0.yaml").exists()
+    main(["report", str(tmp_path / "b"), "--out", str(tmp_path / "report")])
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "bench-reference" in report and "bench-ours-3envs" in report
+    # and they are never overwritten: the same seed into the same folder is refused
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--episodes", "2", "--modes", "ours", "--out", str(tmp_path / "b")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "already holds a bench run of seed 0" in err and len(err.strip().splitlines()) == 1
