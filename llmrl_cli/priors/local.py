@@ -11,7 +11,8 @@ the batch's decode buffers. On CUDA the prompts prefill together in one padded b
 - ``sample``: the k samples of every prompt decode together (at most ``max_new_tokens``,
   stopping at a newline) as a tree on the prompt's one row of keys/values: one query per
   distinct unfinished prefix (samples that drew the same tokens so far share it), each seeing
-  the prompt and its own ancestors through a 4-D attention mask. The prompt's keys/values are
+  the prompt and its own ancestors through a 4-D attention mask; a prompt whose samples have
+  all stopped leaves the batch. The prompt's keys/values are
   not copied per sample, and new ones are written in place (``reserved_cache.py``) rather than
   concatenated. Token draws use a per-(prompt, sample) random stream, so a state's proposals
   are a pure function of the cache key and do not depend on batch order.
@@ -272,7 +273,9 @@ class LocalLLMPrior(LLMPrior):
         the same tokens share a node (one model query, one set of logits); each step appends a
         position for every live child node, and a 4-D attention mask lets a node see only the
         prompt and its own ancestors. So the prompt's keys/values are held once, not copied to
-        each of the k samples, and finished samples stop adding queries. The buffers have room
+        each of the k samples, and finished samples stop adding queries; a prompt whose samples
+        have all finished leaves the batch (its row dropped, the live rows moved up in place), so
+        later steps run no padding queries for it. The buffers have room
         for the answers, so keys/values are written in place (``reserved_cache.py``).
         """
         tok, lm = self._tokenizer, self._lm
