@@ -215,15 +215,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_mode(cfg: RunConfig, mode: str, scratch: Path, progress=None,
+def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
              name: str | None = None) -> ModeResult:
-    """Train ``cfg`` in ``mode`` (reference | ours) from cold caches; measure it. The run's
-    files go to ``scratch/results/bench-<name>/`` (``name``: the mode by default)."""
+    """Train ``cfg`` in ``mode`` (reference | ours) from cold caches; measure it. The run is the
+    experiment ``bench-<name>`` under ``root`` (``name``: the mode by default), its CSV at
+    ``root/bench-<name>/<env>/dqn-prior/seed_<n>.csv``."""
     if mode not in MODES:
         raise ValueError(f"unknown bench mode {mode!r}")
+    experiment = f"bench-{name or mode}"
     mode_cfg = dataclasses.replace(cfg, num_envs=1 if mode == "reference" else cfg.num_envs,
-                                   out=str(scratch / "results"),
-                                   experiment=f"bench-{name or mode}")
+                                   out=str(root), experiment=experiment)
+    scratch = root / experiment
     scratch.mkdir(parents=True, exist_ok=True)
     for stale in scratch.glob(f"proposals-{cfg.seed}.sqlite*"):  # cold caches, always
         stale.unlink()
@@ -265,7 +267,7 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
     if "ours" in modes:
         runs += [(f"ours-{n}envs", dataclasses.replace(cfg, num_envs=n)) for n in more_num_envs]
     for name, _ in runs:  # kept runs are the user's: never overwritten
-        done = sorted((root / name).rglob(f"seed_{cfg.seed}.csv"))
+        done = sorted((root / f"bench-{name}").rglob(f"seed_{cfg.seed}.csv"))
         if done:
             raise UserError(f"{done[0]} already holds a bench run of seed {cfg.seed}; choose "
                             "another --out or --seed")
@@ -274,7 +276,7 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
         for name, run_cfg in runs:
             progress = progress_for(name) if progress_for else None
             mode = "ours" if name.startswith("ours") else name
-            results[name] = run_mode(run_cfg, mode, root / name, progress, name)
+            results[name] = run_mode(run_cfg, mode, root, progress, name)
     finally:
         if tmp:
             tmp.cleanup()

@@ -81,7 +81,7 @@ def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys, tmp_p
         assert mode["peak_rss_mb"] > 100
     # --out kept each run, one experiment per mode, for `llmrl report`
     for name in ("reference", "ours", "ours-3envs"):
-        csv = tmp_path / "b" / name / "results" / f"bench-{name}" / "frozenlake" / "dqn-prior"
+        csv = tmp_path / "b" / f"bench-{name}" / "frozenlake" / "dqn-prior"
         assert (csv / "seed_0.csv").exists() and (csv / "seed_0.yaml").exists()
     main(["report", str(tmp_path / "b"), "--out", str(tmp_path / "report")])
     report = (tmp_path / "report" / "report.md").read_text()
