@@ -259,6 +259,8 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
 
     ``more_num_envs``: also run ours with these numbers of envs (results ``ours-<n>envs``, each
     with its speed-up in ``speedups``), against the same reference run.
+    ``scratch``: keep the runs there (``bench-<name>/``, one experiment per run) instead of in a
+    temporary folder; a seed already there is refused, never overwritten.
     """
     own = scratch is None
     tmp = tempfile.TemporaryDirectory(prefix="llmrl-bench-") if own else None

@@ -258,7 +258,8 @@ def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
     layer = copy.layers[0]
     layer.keep_rows(torch.tensor([0, 2]))
     assert layer._keys is buffer and layer.keys.shape == (2, 2, 5, 5)
-    assert torch.equal(layer.keys, before[[0, 2]]) and torch.equal(layer.values[1, :, :4], -keys[0][0])
+    assert torch.equal(layer.keys, before[[0, 2]])
+    assert torch.equal(layer.values[1, :, :4], -keys[0][0])
     out_keys, _ = layer.update(2 * new[:2], 2 * new[:2])
     assert out_keys.shape == (2, 2, 6, 5) and torch.equal(out_keys[:, :, :5], before[[0, 2]])
     assert torch.equal(out_keys[:, :, 5:], 2 * new[:2])

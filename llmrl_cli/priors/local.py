@@ -12,9 +12,8 @@ the batch's decode buffers. On CUDA the prompts prefill together in one padded b
   stopping at a newline) as a tree on the prompt's one row of keys/values: one query per
   distinct unfinished prefix (samples that drew the same tokens so far share it), each seeing
   the prompt and its own ancestors through a 4-D attention mask; a prompt whose samples have
-  all stopped leaves the batch. The prompt's keys/values are
-  not copied per sample, and new ones are written in place (``reserved_cache.py``) rather than
-  concatenated. Token draws use a per-(prompt, sample) random stream, so a state's proposals
+  all stopped leaves the batch. The prompt's keys/values are not copied per sample, and new
+  ones are written in place (``reserved_cache.py``) rather than concatenated. Token draws use a per-(prompt, sample) random stream, so a state's proposals
   are a pure function of the cache key and do not depend on batch order.
 - ``score``: the prompt's KV cache is expanded to its candidate actions, and only the candidate
   tokens run through the model (models.md: a naive forward of prompt+candidate for every
@@ -275,8 +274,8 @@ class LocalLLMPrior(LLMPrior):
         prompt and its own ancestors. So the prompt's keys/values are held once, not copied to
         each of the k samples, and finished samples stop adding queries; a prompt whose samples
         have all finished leaves the batch (its row dropped, the live rows moved up in place), so
-        later steps run no padding queries for it. The buffers have room
-        for the answers, so keys/values are written in place (``reserved_cache.py``).
+        later steps run no padding queries for it. The buffers have room for the answers, so
+        keys/values are written in place (``reserved_cache.py``).
         """
         tok, lm = self._tokenizer, self._lm
         device = lm.device
@@ -318,9 +317,7 @@ class LocalLLMPrior(LLMPrior):
             if len(active) < n_prompts:  # the others are done: drop their rows from the batch
                 for layer in cache.layers:
                     layer.keep_rows(active)
-                renumber = torch.zeros(n_prompts, dtype=torch.long, device=device)
-                renumber[active] = torch.arange(len(active), device=device)
-                node_prompt = renumber[node_prompt]
+                node_prompt = torch.searchsorted(active, node_prompt)  # the rows' new numbers
                 prompt_seen, position = prompt_seen[active], position[active]
                 n_prompts = len(active)
             counts = torch.bincount(node_prompt, minlength=n_prompts)
