@@ -233,7 +233,7 @@ def test_uniform_prior_and_uniform_mix():
 def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
     from transformers import DynamicCache
 
-    from llmrl_cli.priors.reserved_cache import reserved_cache
+    from llmrl_cli.priors.reserved_cache import first_moved, reserved_cache
 
     source = DynamicCache()
     keys = [torch.arange(3 * 2 * 4 * 5, dtype=torch.float32).view(3, 2, 4, 5) + 1000 * i
@@ -256,6 +256,7 @@ def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
     # rows whose decoding is done leave the batch: the others move to the front, in place
     before = out_keys.clone()
     layer = copy.layers[0]
+    assert [first_moved(torch.tensor(i, dtype=torch.long)) for i in ([0, 1, 2], [0, 2], [1, 2], [])] == [3, 1, 0, 0]
     layer.keep_rows(torch.tensor([0, 2]))
     assert layer._keys is buffer and layer.keys.shape == (2, 2, 5, 5)
     assert torch.equal(layer.keys, before[[0, 2]])

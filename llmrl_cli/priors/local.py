@@ -277,6 +277,8 @@ class LocalLLMPrior(LLMPrior):
         later steps run no padding queries for it. The buffers have room for the answers, so
         keys/values are written in place (``reserved_cache.py``).
         """
+        from .reserved_cache import first_moved
+
         tok, lm = self._tokenizer, self._lm
         device = lm.device
         room = k * (self.max_new_tokens - 1)
@@ -315,8 +317,9 @@ class LocalLLMPrior(LLMPrior):
             node_prompt = node_prompt[parents]
             active = torch.unique(node_prompt)  # rows that still have a live node
             if len(active) < n_prompts:  # the others are done: drop their rows from the batch
+                moved = first_moved(active)
                 for layer in cache.layers:
-                    layer.keep_rows(active)
+                    layer.keep_rows(active, moved)
                 node_prompt = torch.searchsorted(active, node_prompt)  # the rows' new numbers
                 prompt_seen, position = prompt_seen[active], position[active]
                 n_prompts = len(active)

@@ -46,13 +46,14 @@ class ReservedLayer(DynamicLayer):
         self.keys = self._keys[: self.rows, :, : self.length]
         self.values = self._values[: self.rows, :, : self.length]
 
-    def keep_rows(self, index: torch.Tensor) -> None:
+    def keep_rows(self, index: torch.Tensor, moved: int | None = None) -> None:
         """Keep only rows ``index`` (ascending), moved in place to the front of the buffers.
 
         Rows before the first one that moves stay where they are; nothing is reallocated.
+        ``moved`` is ``first_moved(index)``: a caller compacting many layers passes it once
+        (working it out reads the index back from the device: a sync per layer on CUDA).
         """
-        in_place = index == torch.arange(len(index), device=index.device)
-        moved = len(index) if bool(in_place.all()) else int((~in_place).nonzero()[0])
+        moved = first_moved(index) if moved is None else moved
         if moved < len(index):
             self._keys[moved : len(index)] = self._keys[index[moved:]]
             self._values[moved : len(index)] = self._values[index[moved:]]
@@ -69,6 +70,13 @@ class ReservedLayer(DynamicLayer):
         self.length = end
         self._expose()
         return self.keys, self.values
+
+
+def first_moved(index: torch.Tensor) -> int:
+    """The first position of ascending row numbers ``index`` that is not its own row number
+    (``len(index)`` when none moves)."""
+    in_place = index == torch.arange(len(index), device=index.device)
+    return len(index) if bool(in_place.all()) else int((~in_place).nonzero()[0])
 
 
 def reserved_cache(cache, index: torch.Tensor, room: int):
