@@ -9,10 +9,18 @@ in how the pieces are driven:
 - one environment; evaluation episodes one after another;
 - one prompt per LLM call: ``generate(num_return_sequences=k, output_scores=True,
   output_hidden_states=True)`` with a stopping criterion that decodes every sample after each
-  token (its ``EndOfFunctionCriteria``). It stops once every sample holds a newline -- kinder to
-  the reference than the paper's stop words (``<END>``, ``<eos>``), which rarely fire before
-  ``max_new_tokens``. Sampling is plain temperature/top-p (``top_k=0``), the distribution our
-  path draws from, so the two modes learn from the same prior;
+  token (its ``EndOfFunctionCriteria``). ``reference_stop`` says when it stops:
+
+  - ``newline`` (default): once every sample holds a newline or the end-of-text token -- kinder
+    to the reference than the paper's code, and the number the README's table quotes;
+  - ``paper``: once every sample holds one of the paper's stop words (``<END>``, ``<eos>``, the
+    tokenizer's end-of-text; ``value-based/train_overcooked.py``), which rarely fire before
+    ``max_new_tokens`` (10), so most calls decode all 10 tokens as the paper's did.
+
+  Either way each sample is then cut at its first newline, as our path cuts it: the tokens
+  after the newline are drawn but never used, so the stop rule changes the cost and not the
+  proposals. Sampling is plain temperature/top-p (``top_k=0``), the distribution our path draws
+  from, so the two modes learn from the same prior;
 - an in-memory proposal memo keyed by the prompt (history + observation; its ``saved_actions``);
 - every candidate encoded afresh at every step (no embedding cache);
 - 40 gradient steps every 5 episodes (the env preset's schedule, shared by both modes).
@@ -43,6 +51,10 @@ from .priors.local import LocalLLMPrior
 from .runner import Runner, Slot
 
 MODES = ("reference", "ours")
+#: when the reference's generate stops (see the module docstring)
+REFERENCE_STOPS = ("newline", "paper")
+#: the stop words of the paper's Overcooked script (the tokenizer's end-of-text is added to them)
+PAPER_STOP_WORDS = ("<END>", "<eos>")
 
 
 # -- the reference pattern's pieces ---------------------------------------------------------------
@@ -51,6 +63,8 @@ class ReferencePrior(LocalLLMPrior):
     """One prompt per ``generate`` call with ``num_return_sequences=k`` (the paper's code)."""
 
     name: str = "local-reference"
+    #: ``newline`` | ``paper``: the stop strings of its stopping criterion (module docstring)
+    stop: str = "newline"
 
     @torch.inference_mode()
     def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
@@ -58,6 +72,10 @@ class ReferencePrior(LocalLLMPrior):
 
         self._load()
         tok, lm = self._tokenizer, self._lm
+        if self.stop not in REFERENCE_STOPS:
+            raise ValueError(f"unknown reference stop {self.stop!r}")
+        stops = ("\n",) if self.stop == "newline" else PAPER_STOP_WORDS
+        stops += (tok.eos_token,)
 
         class EveryStringStopped(StoppingCriteria):
             """Decode all samples after each token; stop when each holds a stop string."""
@@ -67,7 +85,7 @@ class ReferencePrior(LocalLLMPrior):
 
             def __call__(self, input_ids, scores, **kwargs) -> bool:
                 texts = tok.batch_decode(input_ids[:, self.start:])
-                return all("\n" in t or tok.eos_token in t for t in texts)
+                return all(any(stop in t for stop in stops) for t in texts)
 
         out = []
         for prompt in prompts:
@@ -138,9 +156,11 @@ class TimedEnv:
 class BenchRunner(Runner):
     """A Runner whose pieces follow ``mode`` and whose env time is measured."""
 
-    def __init__(self, cfg: RunConfig, mode: str, scratch: Path, **kwargs) -> None:
+    def __init__(self, cfg: RunConfig, mode: str, scratch: Path,
+                 reference_stop: str = "newline", **kwargs) -> None:
         super().__init__(cfg, **kwargs)
         self.mode = mode
+        self.reference_stop = reference_stop
         self.scratch = scratch
         self.env_clock = [0.0]
 
@@ -152,7 +172,7 @@ class BenchRunner(Runner):
             local = self.prior
             self.prior = ReferencePrior(**{f.name: getattr(local, f.name)
                                            for f in dataclasses.fields(LocalLLMPrior)
-                                           if f.name != "name"})
+                                           if f.name != "name"}, stop=self.reference_stop)
             self.prior.cache = ProposalCache(None)  # the paper's in-memory saved_actions
             self.eval_slots = self.eval_slots[:1]  # evaluation episodes one after another
         else:
@@ -216,7 +236,7 @@ def peak_rss_mb() -> float:
 
 
 def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
-             name: str | None = None) -> ModeResult:
+             name: str | None = None, reference_stop: str = "newline") -> ModeResult:
     """Train ``cfg`` in ``mode`` (reference | ours) from cold caches; measure it. The run is the
     experiment ``bench-<name>`` under ``root`` (``name``: the mode by default), its CSV at
     ``root/bench-<name>/<env>/dqn-prior/seed_<n>.csv``."""
@@ -230,8 +250,8 @@ def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
     for stale in scratch.glob(f"proposals-{cfg.seed}.sqlite*"):  # cold caches, always
         stale.unlink()
     _reset_peak_rss()
-    runner = BenchRunner(mode_cfg, mode, scratch, overwrite=True, log=lambda msg: None,
-                         progress=progress)
+    runner = BenchRunner(mode_cfg, mode, scratch, reference_stop, overwrite=True,
+                         log=lambda msg: None, progress=progress)
     started = time.perf_counter()
     path = runner.run()
     wall = time.perf_counter() - started
@@ -254,14 +274,19 @@ def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
 
 
 def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
-          scratch: Path | None = None, more_num_envs: tuple[int, ...] = ()) -> dict:
+          scratch: Path | None = None, more_num_envs: tuple[int, ...] = (),
+          reference_stop: str = "newline") -> dict:
     """Run each mode on ``cfg``; return the results and ``speedup`` (ours / reference).
 
     ``more_num_envs``: also run ours with these numbers of envs (results ``ours-<n>envs``, each
     with its speed-up in ``speedups``), against the same reference run.
     ``scratch``: keep the runs there (``bench-<name>/``, one experiment per run) instead of in a
     temporary folder; a seed already there is refused, never overwritten.
+    ``reference_stop``: ``newline`` | ``paper``, when the reference's generate stops.
     """
+    if reference_stop not in REFERENCE_STOPS:
+        raise UserError(f"unknown --reference-stop {reference_stop!r}; choose from: "
+                        f"{', '.join(REFERENCE_STOPS)}")
     own = scratch is None
     tmp = tempfile.TemporaryDirectory(prefix="llmrl-bench-") if own else None
     root = Path(tmp.name) if tmp else Path(scratch)
@@ -278,13 +303,13 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
         for name, run_cfg in runs:
             progress = progress_for(name) if progress_for else None
             mode = "ours" if name.startswith("ours") else name
-            results[name] = run_mode(run_cfg, mode, root, progress, name)
+            results[name] = run_mode(run_cfg, mode, root, progress, name, reference_stop)
     finally:
         if tmp:
             tmp.cleanup()
     out = {"env": cfg.env, "algo": cfg.algo, "prior": cfg.prior_label, "model": cfg.prior_model,
            "k": cfg.k, "seed": cfg.seed, "episodes": cfg.episodes,
-           "modes": {m: dataclasses.asdict(r) for m, r in results.items()}}
+           "reference_stop": reference_stop, "modes": {m: dataclasses.asdict(r) for m, r in results.items()}}
     if "reference" in results and "ours" in results:
         reference = results["reference"].steps_per_s
         out["speedup"] = round(results["ours"].steps_per_s / reference, 2)

@@ -286,11 +286,14 @@ def bench_command(
     out: Optional[Path] = typer.Option(None, help="keep each mode's run (CSV, config) under "
                                        "this folder, for `llmrl report` (default: a temporary "
                                        "folder, removed)"),
+    reference_stop: str = typer.Option("newline", help="when the reference's generate stops: "
+                                       "newline (every sample has one; kinder) | paper (the "
+                                       "paper's stop words <END>, <eos>, end-of-text)"),
 ) -> None:
     """Time the paper code's pattern and ours on the same dqn-prior budget, side by side."""
     import json
 
-    from .bench import MODES, bench
+    from .bench import MODES, REFERENCE_STOPS, bench
     from .config import build_config
 
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -298,6 +301,9 @@ def bench_command(
     if bad or not chosen:
         raise UserError(f"unknown bench mode(s) {', '.join(bad) or repr(modes)}; choose from: "
                         f"{', '.join(MODES)}")
+    if reference_stop not in REFERENCE_STOPS:
+        raise UserError(f"unknown --reference-stop {reference_stop!r}; choose from: "
+                        f"{', '.join(REFERENCE_STOPS)}")
     try:
         counts = [int(n) for n in num_envs.split(",") if n.strip()]
     except ValueError:
@@ -316,7 +322,8 @@ def bench_command(
             task = bar.add_task("", total=cfg.episodes, mode=mode)
             return lambda done, total, msg: bar.update(task, completed=done)
 
-        result = bench(cfg, chosen, progress_for, scratch=out, more_num_envs=tuple(counts[1:]))
+        result = bench(cfg, chosen, progress_for, scratch=out, more_num_envs=tuple(counts[1:]),
+                       reference_stop=reference_stop)
     if json_out:
         typer.echo(json.dumps(result))
         return
@@ -327,7 +334,8 @@ def _print_bench(result: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"llmrl bench: {result['env']} × dqn-prior × {result['model']} "
-                        f"(k={result['k']}), {result['episodes']} episodes, seed {result['seed']}",
+                        f"(k={result['k']}), {result['episodes']} episodes, seed {result['seed']}"
+                        f", reference stops at: {result.get('reference_stop', 'newline')}",
                   title_justify="left")
     rows = [("envs stepping together", "num_envs", "{}"), ("env steps", "env_steps", "{:,}"),
             ("wall s", "wall_s", "{:.1f}"), ("env steps / s", "steps_per_s", "{:.3f}"),

@@ -44,6 +44,34 @@ def test_the_reference_prior_makes_one_generate_call_per_prompt(monkeypatch):
     assert prior.stats.prompt_tokens == 0  # no prefill of ours: generate does its own
 
 
+def test_the_paper_stop_words_cost_more_tokens_and_change_no_proposal():
+    """``--reference-stop paper`` decodes on past the newline, as the paper's stop words let it;
+    the samples are cut at the newline either way, so with the same draws they are equal."""
+    counting = "".join(f"{i}\n" for i in range(1, 14))  # its samples hold a newline at once
+    prompts = [counting, probe_states("frozenlake", 1, seed=0)[0].prompt]
+    texts, tokens = {}, {}
+    for stop in ("newline", "paper"):
+        prior = ReferencePrior(seed=0, cache=None, max_new_tokens=10, stop=stop)
+        texts[stop] = []
+        for prompt in prompts:  # the same draws for each prompt under both rules
+            torch.manual_seed(0)
+            texts[stop] += prior._generate([prompt], 5)
+        tokens[stop] = prior.stats.tokens
+    assert texts["paper"] == texts["newline"]
+    assert all("\n" not in t and "<END>" not in t for row in texts["paper"] for t in row)
+    # the counting prompt's call stops within a few tokens at the newline; under the paper's
+    # rule it decodes all 10 (5 samples x 10 tokens)
+    assert tokens["newline"] < tokens["paper"] and tokens["paper"] >= 50
+
+
+def test_a_bad_reference_stop_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--reference-stop", "eos"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "eos" in err and "newline, paper" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_bad_mode_is_one_clear_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "--modes", "reference,fast"])
