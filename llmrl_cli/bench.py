@@ -57,6 +57,13 @@ REFERENCE_STOPS = ("newline", "paper")
 PAPER_STOP_WORDS = ("<END>", "<eos>")
 
 
+def check_reference_stop(reference_stop: str) -> None:
+    """One error line (exit 2) unless ``reference_stop`` is one of ``REFERENCE_STOPS``."""
+    if reference_stop not in REFERENCE_STOPS:
+        raise UserError(f"unknown --reference-stop {reference_stop!r}; choose from: "
+                        f"{', '.join(REFERENCE_STOPS)}")
+
+
 # -- the reference pattern's pieces ---------------------------------------------------------------
 @dataclass
 class ReferencePrior(LocalLLMPrior):
@@ -284,9 +291,7 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
     temporary folder; a seed already there is refused, never overwritten.
     ``reference_stop``: ``newline`` | ``paper``, when the reference's generate stops.
     """
-    if reference_stop not in REFERENCE_STOPS:
-        raise UserError(f"unknown --reference-stop {reference_stop!r}; choose from: "
-                        f"{', '.join(REFERENCE_STOPS)}")
+    check_reference_stop(reference_stop)
     own = scratch is None
     tmp = tempfile.TemporaryDirectory(prefix="llmrl-bench-") if own else None
     root = Path(tmp.name) if tmp else Path(scratch)
@@ -309,7 +314,8 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
             tmp.cleanup()
     out = {"env": cfg.env, "algo": cfg.algo, "prior": cfg.prior_label, "model": cfg.prior_model,
            "k": cfg.k, "seed": cfg.seed, "episodes": cfg.episodes,
-           "reference_stop": reference_stop, "modes": {m: dataclasses.asdict(r) for m, r in results.items()}}
+           "reference_stop": reference_stop,
+           "modes": {m: dataclasses.asdict(r) for m, r in results.items()}}
     if "reference" in results and "ours" in results:
         reference = results["reference"].steps_per_s
         out["speedup"] = round(results["ours"].steps_per_s / reference, 2)

@@ -293,7 +293,7 @@ def bench_command(
     """Time the paper code's pattern and ours on the same dqn-prior budget, side by side."""
     import json
 
-    from .bench import MODES, REFERENCE_STOPS, bench
+    from .bench import MODES, bench, check_reference_stop
     from .config import build_config
 
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -301,9 +301,7 @@ def bench_command(
     if bad or not chosen:
         raise UserError(f"unknown bench mode(s) {', '.join(bad) or repr(modes)}; choose from: "
                         f"{', '.join(MODES)}")
-    if reference_stop not in REFERENCE_STOPS:
-        raise UserError(f"unknown --reference-stop {reference_stop!r}; choose from: "
-                        f"{', '.join(REFERENCE_STOPS)}")
+    check_reference_stop(reference_stop)  # before the progress bars start
     try:
         counts = [int(n) for n in num_envs.split(",") if n.strip()]
     except ValueError:
@@ -335,7 +333,7 @@ def _print_bench(result: dict) -> None:
 
     table = Table(title=f"llmrl bench: {result['env']} × dqn-prior × {result['model']} "
                         f"(k={result['k']}), {result['episodes']} episodes, seed {result['seed']}"
-                        f", reference stops at: {result.get('reference_stop', 'newline')}",
+                        f", reference stops at: {result['reference_stop']}",
                   title_justify="left")
     rows = [("envs stepping together", "num_envs", "{}"), ("env steps", "env_steps", "{:,}"),
             ("wall s", "wall_s", "{:.1f}"), ("env steps / s", "steps_per_s", "{:.3f}"),

@@ -256,7 +256,8 @@ def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
     # rows whose decoding is done leave the batch: the others move to the front, in place
     before = out_keys.clone()
     layer = copy.layers[0]
-    assert [first_moved(torch.tensor(i, dtype=torch.long)) for i in ([0, 1, 2], [0, 2], [1, 2], [])] == [3, 1, 0, 0]
+    rows = ([0, 1, 2], [0, 2], [1, 2], [])
+    assert [first_moved(torch.tensor(i, dtype=torch.long)) for i in rows] == [3, 1, 0, 0]
     layer.keep_rows(torch.tensor([0, 2]))
     assert layer._keys is buffer and layer.keys.shape == (2, 2, 5, 5)
     assert torch.equal(layer.keys, before[[0, 2]])

@@ -13,8 +13,9 @@ the batch's decode buffers. On CUDA the prompts prefill together in one padded b
   distinct unfinished prefix (samples that drew the same tokens so far share it), each seeing
   the prompt and its own ancestors through a 4-D attention mask; a prompt whose samples have
   all stopped leaves the batch. The prompt's keys/values are not copied per sample, and new
-  ones are written in place (``reserved_cache.py``) rather than concatenated. Token draws use a per-(prompt, sample) random stream, so a state's proposals
-  are a pure function of the cache key and do not depend on batch order.
+  ones are written in place (``reserved_cache.py``) rather than concatenated. Token draws use
+  a per-(prompt, sample) random stream, so a state's proposals are a pure function of the
+  cache key and do not depend on batch order.
 - ``score``: the prompt's KV cache is expanded to its candidate actions, and only the candidate
   tokens run through the model (models.md: a naive forward of prompt+candidate for every
   candidate is ~150x slower and needs GBs).
