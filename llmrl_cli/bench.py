@@ -70,6 +70,8 @@ class ReferencePrior(LocalLLMPrior):
     """One prompt per ``generate`` call with ``num_return_sequences=k`` (the paper's code)."""
 
     name: str = "local-reference"
+    #: plain transformers, as the paper's code ran it
+    cpu_kernels: bool = False
     #: ``newline`` | ``paper``: the stop strings of its stopping criterion (module docstring)
     stop: str = "newline"
 
@@ -177,9 +179,12 @@ class BenchRunner(Runner):
         if self.mode == "reference":
             self.encoder = ReferenceEncoder.from_encoder(self.encoder)
             local = self.prior
+            # the same settings; its own plain model (not the loaded one, nor its kernels)
             self.prior = ReferencePrior(**{f.name: getattr(local, f.name)
                                            for f in dataclasses.fields(LocalLLMPrior)
-                                           if f.name != "name"}, stop=self.reference_stop)
+                                           if f.name not in ("name", "cpu_kernels")
+                                           and not f.name.startswith("_")},
+                                        stop=self.reference_stop)
             self.prior.cache = ProposalCache(None)  # the paper's in-memory saved_actions
             self.eval_slots = self.eval_slots[:1]  # evaluation episodes one after another
         else:

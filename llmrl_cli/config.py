@@ -98,7 +98,8 @@ OFFLINE_PRESET_AGENT_KEYS = ("eval_episodes", "feature_norm")
 
 #: Settings that do not change a run's results (a run may resume or extend across them).
 NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "encoder_cache_size",
-                     "prefix_cache_mb", "prior_batch_kv_mb", "checkpoint_minutes")
+                     "prefix_cache_mb", "prior_batch_kv_mb", "prior_cpu_kernels",
+                     "checkpoint_minutes")
 #: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
 NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
 
@@ -134,6 +135,7 @@ class RunConfig:
     prefix_cache_mb: int = 512  # local prior on CPU: prompt keys/values kept for reuse; 0 = off
     prior_batch_kv_mb: int = 1024  # local prior: keys/values one decode/score batch may hold
     prior_dtype: str = "auto"  # local prior: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32
+    prior_cpu_kernels: bool = True  # local prior, fp32 on CPU: oneDNN-packed linears, GQA attention
     checkpoint_minutes: float = 10.0  # online runs: checkpoint this often between evals; 0 = off
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it

@@ -27,7 +27,7 @@ def _prompts():
 
 @pytest.fixture(scope="module")
 def setup():
-    prior = LocalLLMPrior(seed=0, cache=None, dtype="float32")
+    prior = LocalLLMPrior(seed=0, cache=None, dtype="float32", cpu_kernels=False)
     prior._load()
     base = prior._score_batch(_prompts(), ACTIONS)  # before any adapter exists
     agent = GFlanAgent(prior, GFlanConfig())

@@ -160,6 +160,9 @@ class GFlanAgent:
     def __init__(self, prior, cfg: GFlanConfig) -> None:
         from peft import LoraConfig, get_peft_model
 
+        if prior._lm is not None and prior.cpu_kernels:
+            raise ValueError("the prior's model was loaded with inference-only CPU kernels")
+        prior.cpu_kernels = False  # the model trains: plain linear layers for LoRA and autograd
         prior._load()
         self.cfg, self.prior = cfg, prior
         base = prior._lm

@@ -72,6 +72,7 @@ def make_prior(cfg, device: str) -> ActionPrior:
 
         prior = LocalLLMPrior(device=device, dtype=cfg.prior_dtype,
                               prefix_cache_mb=cfg.prefix_cache_mb,
+                              cpu_kernels=cfg.prior_cpu_kernels,
                               max_batch_kv_mb=cfg.prior_batch_kv_mb, **llm_settings)
     else:
         from .vllm import DEFAULT_URL, VLLMPrior

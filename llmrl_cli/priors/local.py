@@ -21,7 +21,8 @@ the batch's decode buffers. On CUDA the prompts prefill together in one padded b
   candidate is ~150x slower and needs GBs).
 
 Weights run in bf16 on CUDA and fp32 on CPU (``dtype``; see ``devices.resolve_dtype`` for why
-bf16 is opt-in on CPUs).
+bf16 is opt-in on CPUs). In fp32 on CPU the linear layers run on oneDNN-packed weights and
+attention passes grouped-query heads to the kernel (``cpu_kernels.py``; ``cpu_kernels``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..devices import resolve_dtype
 from ..errors import UserError
 from ..paths import model_dir
 from ..seeding import stable_seed
+from .cpu_kernels import speed_up_cpu_model
 from .llm import LLMPrior
 from .prefix_cache import PrefixKVCache
 
@@ -121,6 +123,9 @@ class LocalLLMPrior(LLMPrior):
     #: megabytes of keys/values one decode batch may hold: each prompt's once, plus room for its
     #: k answers (score mode: the prompt's are copied to each candidate)
     max_batch_kv_mb: int = 1024
+    #: fp32 on CPU: oneDNN-packed linear layers and grouped-query attention under masks
+    #: (``cpu_kernels.py``; the same numbers up to float rounding); False runs plain transformers
+    cpu_kernels: bool = True
     _prefix: PrefixKVCache | None = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
     _lm: object = field(default=None, repr=False)
@@ -134,6 +139,8 @@ class LocalLLMPrior(LLMPrior):
         self._tokenizer, self._lm = load_causal_lm(
             self.model, device, resolve_dtype(self.dtype, device)
         )
+        if self.cpu_kernels:
+            speed_up_cpu_model(self._lm)
         tok = self._tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token

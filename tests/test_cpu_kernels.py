@@ -1,0 +1,117 @@
+"""The CPU prior's kernels: packed linears and grouped-query attention compute what the plain
+model does, and oneDNN's per-shape caches stay bounded."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmrl_cli.priors.cpu_kernels import PackedLinear, sdpa_gqa, speed_up_cpu_model
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 64), (16, 64), (3, 7, 64), (1, 153, 64)])
+def test_packed_linear_matches_linear(shape, bias):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 96, bias=bias)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        packed, plain = PackedLinear(linear)(x), linear(x)
+    assert packed.shape == plain.shape == (*shape[:-1], 96)
+    torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_batch", [4, 1])
+def test_grouped_attention_under_a_mask_matches_repeated_heads(mask_batch):
+    torch.manual_seed(0)
+    query = torch.randn(4, 9, 5, 64)
+    key, value = torch.randn(4, 3, 40, 64), torch.randn(4, 3, 40, 64)
+    mask = torch.rand(mask_batch, 1, 5, 40) > 0.3
+    mask[..., 0] = True
+
+    class Attention(nn.Module):
+        num_key_value_groups = 3
+
+    out, _ = sdpa_gqa(Attention(), query, key, value, mask, scaling=0.125)
+    repeated = F.scaled_dot_product_attention(
+        query, key.repeat_interleave(3, dim=1), value.repeat_interleave(3, dim=1),
+        attn_mask=mask, scale=0.125)
+    assert out.shape == (4, 5, 9, 64)
+    torch.testing.assert_close(out, repeated.transpose(1, 2), rtol=1e-5, atol=1e-6)
+    # a query that sees only key 0 gets value 0 exactly (the fold keeps heads and rows apart)
+    mask = torch.zeros(4, 1, 5, 40, dtype=torch.bool)
+    mask[..., 0] = True
+    out, _ = sdpa_gqa(Attention(), query, key, value, mask, scaling=0.125)
+    expected = value[:, :, :1].repeat_interleave(3, dim=1).expand(4, 9, 5, 64)
+    torch.testing.assert_close(out, expected.transpose(1, 2))
+
+
+def _tiny_llama(dtype=torch.float32):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config).to(dtype).eval()
+
+
+def test_sped_up_model_gives_the_same_logits_with_and_without_a_mask():
+    lm = _tiny_llama()
+    ids = torch.randint(0, 300, (3, 12))
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :4] = 0  # left padding: the attention runs under a mask
+    with torch.inference_mode():
+        before = lm(input_ids=ids, attention_mask=mask).logits
+        assert speed_up_cpu_model(lm)
+        after = lm(input_ids=ids, attention_mask=mask).logits
+        unmasked = lm(input_ids=ids[1:]).logits
+    assert not any(isinstance(m, nn.Linear) for m in lm.modules())
+    assert sum(isinstance(m, PackedLinear) for m in lm.modules()) == 2 * 7 + 1
+    assert lm.config._attn_implementation == "llmrl_sdpa_gqa"
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(unmasked, before[1:], rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_model_is_left_alone():
+    lm = _tiny_llama(torch.bfloat16)
+    assert not speed_up_cpu_model(lm)
+    assert sum(isinstance(m, nn.Linear) for m in lm.modules()) == 2 * 7 + 1
+    assert lm.config._attn_implementation == "sdpa"
+
+
+def test_onednn_caches_stay_bounded_over_many_row_counts():
+    """Unbounded (oneDNN's default 1,024 entries), 200 row counts grew this layer by ~400 MB."""
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "32"  # set by `import llmrl_cli`
+    layer = PackedLinear(nn.Linear(576, 1536, bias=False))
+    with torch.inference_mode():
+        for rows in range(1, 21):  # warm: allocator arenas, the first cache entries
+            layer(torch.randn(rows, 576))
+        start = _rss_mb()
+        for rows in range(21, 221):
+            layer(torch.randn(rows, 576))
+    assert _rss_mb() - start < 120
+
+
+def test_embedded_prior_samples_the_same_texts_with_and_without_the_kernels():
+    from llmrl_cli.bench import ReferencePrior
+    from llmrl_cli.priors.local import LocalLLMPrior
+
+    prompts = ["Frozen Lake. You are at (0, 0); the goal is at (3, 3). Action:",
+               "You are in the kitchen. There is a tomato on the counter. Action:"]
+    fast = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6)
+    plain = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, cpu_kernels=False)
+    assert fast._generate(prompts, 5) == plain._generate(prompts, 5)
+    assert any(isinstance(m, PackedLinear) for m in fast._lm.modules())
+    assert not any(isinstance(m, PackedLinear) for m in plain._lm.modules())
+    reference = ReferencePrior(seed=0, cache=None)  # the bench's paper-code pattern: plain
+    reference._load()
+    assert not any(isinstance(m, PackedLinear) for m in reference._lm.modules())
+    assert reference._lm.config._attn_implementation == "sdpa"
