@@ -109,4 +109,20 @@ def speed_up_cpu_model(lm: nn.Module) -> bool:
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, PackedLinear(child))
+    release_freed_memory()
     return True
+
+
+def release_freed_memory() -> None:
+    """Hand the plain weights' freed memory back to the OS. glibc keeps it in its heap
+    otherwise: the embedded model's RSS stayed ~400 MB higher after packing without this."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to trim
+        pass
