@@ -1,20 +1,22 @@
 """Faster CPU kernels for a frozen fp32 prior model (``LocalLLMPrior.cpu_kernels``).
 
-Two changes, neither of which changes what the model computes:
+Two changes; the model computes the same numbers up to float rounding:
 
 - **Packed linear layers.** Each ``nn.Linear`` runs as oneDNN's linear on a weight reordered once
   into its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``), instead of MKL's sgemm
   on the plain weight. On a 2-core AVX2 CPU this is 1.3-2x faster at decode shapes (1-40 rows)
-  and ~10% at prefill shapes; outputs agree with ``F.linear`` to float rounding (~1e-6 relative).
-  Inference only: the packed op has no autograd.
+  and 10-20% at prefill shapes; outputs agree with ``F.linear`` to ~1e-6 relative. Inference
+  only: the packed op has no autograd. The tied lm_head gets a packed copy of its own (+113 MB
+  for the embedded model); the plain weights of the other layers are freed.
 - **Grouped-query attention under a mask.** transformers' ``sdpa`` path copies each layer's
   key/value heads up to the query heads (``repeat_kv``) whenever an attention mask is given on
   CPU -- and our decode always gives one (the sample tree's 4-D mask). ``sdpa_gqa`` folds the
-  query heads that share a key/value head into one block of query rows instead: 3-4x faster
-  attention at decode sizes on this CPU, equal up to rounding (~1e-7).
+  query heads that share a key/value head into one block of query rows instead. At decode
+  sizes on a 2-core CPU, the kernel's own ``enable_gqa`` path was ~2x faster than the copy, and
+  the fold ~2x faster again; equal up to rounding (~1e-7).
 
-It is off (``cpu_kernels=False``) for the benchmark's reference mode, which runs transformers as the
-paper's code did.
+It is off (``cpu_kernels=False``) for the benchmark's reference mode, which runs transformers
+as the paper's code did, and for GFlan's policy, which trains.
 """
 
 from __future__ import annotations
