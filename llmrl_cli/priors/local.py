@@ -22,7 +22,8 @@ the batch's decode buffers. On CUDA the prompts prefill together in one padded b
 
 Weights run in bf16 on CUDA and fp32 on CPU (``dtype``; see ``devices.resolve_dtype`` for why
 bf16 is opt-in on CPUs). In fp32 on CPU the linear layers run on oneDNN-packed weights and
-attention passes grouped-query heads to the kernel (``cpu_kernels.py``; ``cpu_kernels``).
+masked attention folds each key/value head's query heads into one block instead of copying
+keys/values to every head (``cpu_kernels.py``; ``cpu_kernels``).
 """
 
 from __future__ import annotations
