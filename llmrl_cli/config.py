@@ -8,6 +8,8 @@ written beside every run's CSV.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,57 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               dict: "a mapping"}
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a YAML/flag value fits a dataclass annotation (an int is a float; a bool is not)."""
+    if hint is Any:
+        return True
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    hint = typing.get_origin(hint) or hint
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        words = [_describe(arg) for arg in typing.get_args(hint) if arg is not type(None)]
+        return " or ".join(words) + (" (or null)" if type(None) in typing.get_args(hint) else "")
+    hint = typing.get_origin(hint) or hint
+    return _TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_types(cls: type, values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``values`` with each checked against its field's type; a bad one is one error line.
+
+    Without this, ``prior_cache: maybe`` would silently count as true and a string in a number
+    field would fail deep inside a run. One conversion: PyYAML reads ``1e-3`` (no dot, YAML 1.1)
+    as a string, so a number field takes a string that reads as a number.
+    """
+    hints = typing.get_type_hints(cls)
+    out = dict(values)
+    for name, value in values.items():
+        hint = hints.get(name)
+        if hint is None or _matches(value, hint):
+            continue
+        if isinstance(value, str) and _matches(1.5, hint):
+            try:
+                out[name] = float(value)
+                continue
+            except ValueError:
+                pass
+        raise UserError(f"{prefix}{name} must be {_describe(hint)}, got {value!r}")
+    return out
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -232,6 +285,7 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
     if unknown:
         raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid run settings: "
                         f"{', '.join(sorted(run_fields))} (and 'agent', 'per_algo')")
+    merged = check_types(RunConfig, merged)
     agent_cls = CQLConfig if algo in OFFLINE_ALGOS else DQNConfig
     if algo in POLICY_ALGOS:
         agent_cls = GFlanConfig
@@ -240,6 +294,7 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
     if unknown:
         raise UserError(f"unknown agent setting(s) {', '.join(sorted(unknown))}; valid: "
                         f"{', '.join(sorted(agent_fields))}")
+    agent_data = check_types(agent_cls, agent_data, prefix="agent.")
     try:
         agent = agent_cls(**agent_data)
         agent.validate()

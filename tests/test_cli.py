@@ -64,6 +64,29 @@ def test_bad_yaml_and_unknown_setting(capsys, tmp_path):
     assert code == 2 and err.startswith("llmrl: error: prior_batch_kv_mb must be >= 1, got 0")
 
 
+@pytest.mark.parametrize("yaml_text, message", [
+    ("prior_cpu_kernels: maybe\n", "prior_cpu_kernels must be true or false, got 'maybe'"),
+    ("prefix_cache_mb: maybe\n", "prefix_cache_mb must be an integer, got 'maybe'"),
+    ("k: 2.5\n", "k must be an integer, got 2.5"),
+    ("dataset: 3\n", "dataset must be a string (or null), got 3"),
+    ("env_kwargs: [1]\n", "env_kwargs must be a mapping, got [1]"),
+    ("agent:\n  lr: fast\n", "agent.lr must be a number, got 'fast'"),
+    ("agent:\n  batch_size: true\n", "agent.batch_size must be an integer, got True"),
+])
+def test_a_yaml_value_of_the_wrong_type_is_one_error_line(capsys, tmp_path, yaml_text, message):
+    config = tmp_path / "typed.yaml"
+    config.write_text("env: frozenlake\n" + yaml_text)
+    code, err = _run(capsys, "run", "--config", str(config))
+    assert (code, err) == (2, f"llmrl: error: {message}")
+
+
+def test_yaml_numbers_without_a_dot_are_numbers():
+    # PyYAML (YAML 1.1) reads 1e-3 as a string; a number field takes it as 0.001
+    from llmrl_cli.config import build_config
+    cfg = build_config({"env": "frozenlake", "temperature": 1, "agent": {"lr": "1e-3"}})
+    assert cfg.agent.lr == 0.001 and isinstance(cfg.agent.lr, float) and cfg.temperature == 1
+
+
 def test_envs_and_priors_list_choices(capsys):
     main(["envs"])
     assert capsys.readouterr().out.startswith("frozenlake")
