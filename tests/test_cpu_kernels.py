@@ -53,6 +53,39 @@ def test_grouped_attention_under_a_mask_matches_repeated_heads(mask_batch):
     torch.testing.assert_close(out, expected.transpose(1, 2))
 
 
+def test_ragged_rows_write_their_columns_and_attend_as_the_padded_batch():
+    """A flattened forward's rows (``RaggedRows``) land in their prompts' cache rows and
+    columns, and their attention equals that of the padded (prompt, query) batch."""
+    from llmrl_cli.priors.cpu_kernels import ragged_attention
+    from llmrl_cli.priors.reserved_cache import RaggedRows, ReservedLayer
+
+    torch.manual_seed(0)
+    layer = ReservedLayer((3, 2, 6, 8), room=4, dtype=torch.float32, device=torch.device("cpu"))
+    layer.keys.normal_()
+    layer.values.normal_()
+    # prompt 0 gets two new rows, prompt 1 none, prompt 2 one: at columns 6, 7 and 6
+    rows, slots = torch.tensor([0, 0, 2]), torch.tensor([0, 1, 0])
+    ragged = RaggedRows(rows, slots, columns=6 + slots, queries=2, length=8)
+    new_keys, new_values = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    keys, values = layer.update(new_keys, new_values, kwargs={"ragged": ragged})
+    assert keys.shape == (3, 2, 8, 8)
+    for i, (row, column) in enumerate([(0, 6), (0, 7), (2, 6)]):
+        assert torch.equal(keys[row, :, column], new_keys[0, :, i])
+        assert torch.equal(values[row, :, column], new_values[0, :, i])
+    mask = torch.ones(3, 1, 2, 8, dtype=torch.bool)
+    mask[0, :, 0, 7] = False  # the first new row of prompt 0 does not see the second
+    mask[2, :, :, 7] = False
+    query = torch.randn(1, 4, 3, 8)  # 4 query heads on 2 key/value heads
+    out = ragged_attention(query, keys, values, mask, ragged, scaling=0.3)
+    padded = torch.zeros(3, 4, 2, 8)
+    padded[rows, :, slots] = query[0].transpose(0, 1)
+    expected = F.scaled_dot_product_attention(
+        padded, keys.repeat_interleave(2, dim=1), values.repeat_interleave(2, dim=1),
+        attn_mask=mask, scale=0.3)[rows, :, slots]
+    assert out.shape == (1, 3, 4, 8)
+    torch.testing.assert_close(out[0], expected, rtol=1e-5, atol=1e-6)
+
+
 def _tiny_llama(dtype=torch.float32):
     from transformers import LlamaConfig, LlamaForCausalLM
 

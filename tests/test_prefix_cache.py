@@ -22,6 +22,7 @@ def test_match_returns_the_longest_cached_prefix_and_its_values():
     assert len(cache) == 5  # [1, 2] + [3, 4] + [7]
     for ids, expected in [([1, 2, 3, 9], [1, 2, 3]), ([1, 2, 7, 8], [1, 2, 7]),
                           ([1, 2, 3, 4, 5], [1, 2, 3, 4]), ([5, 1], [])]:
+        assert cache.matched_length(ids) == len(expected)  # the length alone, nothing copied
         m, keys, values = cache.match(ids)
         assert m == len(expected)
         if expected:

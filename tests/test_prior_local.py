@@ -136,27 +136,64 @@ def test_decode_batches_keep_the_keys_and_values_under_the_budget(smol):
         smol.max_batch_kv_mb = saved
 
 
-def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkeypatch):
-    """The k samples of a prompt are queries on its row, not k copies of its keys/values."""
+@pytest.mark.parametrize("ragged", [True, False])
+def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkeypatch, ragged):
+    """The k samples of a prompt are queries on its row, not k copies of its keys/values.
+    Flattened (``ragged``, the CPU kernels' path), a step's forward holds the live nodes only;
+    padded, each prompt gets the widest prompt's number of queries."""
+    assert smol._ragged  # fp32 on CPU: the kernels are in
+    monkeypatch.setattr(smol, "_ragged", ragged)
     prompts, k = [QUICK_STOP] + [q.prompt for q in _queries(3)], 5
-    calls = []
+    steps = []
     forward = smol._lm.forward
 
     def spy(*args, **kwargs):
-        cache = kwargs.get("past_key_values")
-        if cache is not None and len(cache.layers) and cache.layers[0].keys is not None:
-            calls.append((kwargs["input_ids"].shape, cache.layers[0].keys.shape[0]))
+        if "logits_to_keep" not in kwargs:  # a decode step (prefills keep the last logits)
+            steps.append((kwargs["input_ids"].shape, kwargs["attention_mask"].shape,
+                          kwargs["past_key_values"].layers[0].keys.shape[0], kwargs.get("ragged")))
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(smol._lm, "forward", spy)
     smol._sample(prompts, k)
-    decode = calls[len(prompts):]  # after the prompts' own prefills
-    assert decode, calls
-    for (batch, queries), rows in decode:
+    assert steps
+    for ids, (batch, _, queries, _), rows, flat in steps:
         assert rows == batch <= len(prompts) and 1 <= queries <= k
+        if ragged:  # one row per live node, each prompt with at least one
+            assert ids[0] == 1 and batch <= ids[1] <= batch * queries
+            assert flat.rows.unique().tolist() == list(range(batch)) and flat.queries == queries
+        else:
+            assert tuple(ids) == (batch, queries) and flat is None
     # a prompt whose samples have all stopped leaves the batch; the batch never grows again
-    batches = [batch for (batch, _), _ in decode]
+    batches = [mask[0] for _, mask, _, _ in steps]
     assert batches == sorted(batches, reverse=True) and batches[-1] < len(prompts), batches
+
+
+def test_flattened_prefill_equals_one_prompt_at_a_time(smol):
+    """The prompts' uncached tokens in one forward give the logits and keys/values that one
+    forward per prompt gives, reusing the same cached prefixes."""
+    from llmrl_cli.priors.prefix_cache import PrefixKVCache
+
+    queries = _queries(3)
+    prompts = [queries[2].prompt, QUICK_STOP, queries[1].prompt]
+    results = []
+    for ragged in (False, True):
+        smol._ragged = ragged
+        smol._prefix = PrefixKVCache(smol.prefix_cache_mb * 2**20)
+        smol._prefill([queries[0].prompt], room=2)  # a prefix the others partly share
+        before = smol.stats.reused_tokens
+        with torch.inference_mode():
+            logits, cache, mask, position = smol._prefill(prompts, room=2)
+        results.append((logits, cache, mask, position, smol.stats.reused_tokens - before))
+    smol._ragged = True
+    (logits, cache, mask, position, reused), (logits2, cache2, mask2, position2, reused2) = results
+    assert reused == reused2 > 0
+    assert torch.equal(mask, mask2) and torch.equal(position, position2)
+    torch.testing.assert_close(logits2, logits, rtol=1e-4, atol=2e-4)
+    for layer, layer2 in zip(cache.layers, cache2.layers):
+        assert layer2.keys.shape == layer.keys.shape
+        seen = mask.bool()[:, None, :, None].expand_as(layer.keys)
+        torch.testing.assert_close(layer2.keys[seen], layer.keys[seen], rtol=1e-4, atol=2e-4)
+        torch.testing.assert_close(layer2.values[seen], layer.values[seen], rtol=1e-4, atol=2e-4)
 
 
 def assert_scores_equal_a_plain_forward_of_prompt_and_action(prior):

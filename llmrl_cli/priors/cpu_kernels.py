@@ -37,6 +37,9 @@ def sdpa_gqa(module, query, key, value, attention_mask, dropout=0.0, scaling=Non
     copied to every query head."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    ragged = kwargs.get("ragged")
+    if ragged is not None:
+        return ragged_attention(query, key, value, attention_mask, ragged, scaling), None
     groups = getattr(module, "num_key_value_groups", 1)
     if attention_mask is None or groups == 1 or kwargs.get("position_bias") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
@@ -47,6 +50,22 @@ def sdpa_gqa(module, query, key, value, attention_mask, dropout=0.0, scaling=Non
     else:
         out = fold_query_heads(query, key, value, attention_mask, dropout, scaling)
     return out.transpose(1, 2).contiguous(), None
+
+
+def ragged_attention(query, key, value, mask, ragged, scaling=None):
+    """Attention for a flattened forward (``reserved_cache.RaggedRows``): ``query``
+    (1, heads, n, d) holds n rows of several prompts; each goes to its prompt's block of
+    ``ragged.queries`` query rows, the blocks attend to their prompt's keys/values (batch,
+    kv_heads, k, d) under ``mask`` (batch, 1, queries, k), and the n outputs come back as
+    (1, n, heads, d). Padding query rows cost attention only, not the linear layers."""
+    heads, dim = query.shape[1], query.shape[-1]
+    blocks = query.new_zeros(key.shape[0], heads, ragged.queries, dim)
+    blocks[ragged.rows, :, ragged.slots] = query[0].transpose(0, 1)
+    if heads == key.shape[1]:
+        out = F.scaled_dot_product_attention(blocks, key, value, attn_mask=mask, scale=scaling)
+    else:
+        out = fold_query_heads(blocks, key, value, mask, scaling=scaling)
+    return out[ragged.rows, :, ragged.slots].unsqueeze(0)
 
 
 def fold_query_heads(query, key, value, mask, dropout=0.0, scaling=None):

