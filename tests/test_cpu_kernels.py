@@ -86,6 +86,33 @@ def test_ragged_rows_write_their_columns_and_attend_as_the_padded_batch():
     torch.testing.assert_close(out[0], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_prefill_attention_is_causal_on_each_prompts_row():
+    """A flattened prefill's new tokens attend to their prompt's cached prefix and to the new
+    tokens up to their own, as a causal mask over the prompt would have them."""
+    from llmrl_cli.priors.cpu_kernels import prefill_attention
+    from llmrl_cli.priors.reserved_cache import RaggedRows
+
+    torch.manual_seed(0)
+    width = 9
+    key, value = torch.randn(3, 2, width, 8), torch.randn(3, 2, width, 8)
+    # row 0: a 7-token prompt, its last 4 new; row 2: 5 tokens, all new; row 1 not in the wave
+    spans = [(0, 0, 4, 7), (2, 4, 5, 5)]
+    query = torch.randn(1, 4, 9, 8)
+    rows = torch.tensor([0] * 4 + [2] * 5)
+    ragged = RaggedRows(rows, torch.tensor([*range(4), *range(5)]),
+                        torch.tensor([*range(5, 9), *range(4, 9)]), 5, width, spans)
+    out = prefill_attention(query, key, value, ragged, scaling=0.3)
+    assert out.shape == (1, 9, 4, 8)
+    for row, start, new, length in spans:
+        k = key[row, :, width - length:].repeat_interleave(2, dim=0)
+        v = value[row, :, width - length:].repeat_interleave(2, dim=0)
+        causal = torch.ones(new, length, dtype=torch.bool).tril(diagonal=length - new)
+        expected = F.scaled_dot_product_attention(query[0, :, start:start + new], k, v,
+                                                  attn_mask=causal, scale=0.3)
+        torch.testing.assert_close(out[0, start:start + new], expected.transpose(0, 1),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def _tiny_llama(dtype=torch.float32):
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -58,6 +58,8 @@ def ragged_attention(query, key, value, mask, ragged, scaling=None):
     ``ragged.queries`` query rows, the blocks attend to their prompt's keys/values (batch,
     kv_heads, k, d) under ``mask`` (batch, 1, queries, k), and the n outputs come back as
     (1, n, heads, d). Padding query rows cost attention only, not the linear layers."""
+    if ragged.spans is not None:
+        return prefill_attention(query, key, value, ragged, scaling)
     heads, dim = query.shape[1], query.shape[-1]
     blocks = query.new_zeros(key.shape[0], heads, ragged.queries, dim)
     blocks[ragged.rows, :, ragged.slots] = query[0].transpose(0, 1)
@@ -66,6 +68,34 @@ def ragged_attention(query, key, value, mask, ragged, scaling=None):
     else:
         out = fold_query_heads(blocks, key, value, mask, scaling=scaling)
     return out[ragged.rows, :, ragged.slots].unsqueeze(0)
+
+
+def prefill_attention(query, key, value, ragged, scaling=None):
+    """Causal attention of each prompt's new tokens (``ragged.spans``) on its row: one flash
+    kernel call on its cached prefix (no mask, query heads folded), one causal on its new
+    tokens (the kernel skips the blocks above the diagonal), merged by their log-sum-exps. A
+    padded (prompt, query) block under a mask would compute every masked-out product too."""
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    _, heads, _, dim = query.shape
+    kv_heads, width = key.shape[1], ragged.length
+    groups = heads // kv_heads
+    out = torch.empty_like(query)
+    for row, start, new, length in ragged.spans:
+        q = query[:, :, start : start + new]
+        recent = slice(width - new, width)
+        own, lse = flash(q, key[row : row + 1, :, recent].repeat_interleave(groups, dim=1),
+                         value[row : row + 1, :, recent].repeat_interleave(groups, dim=1),
+                         0.0, True, scale=scaling)
+        if length > new:
+            cached = slice(width - length, width - new)
+            folded = q.reshape(1, kv_heads, groups * new, dim)
+            past, past_lse = flash(folded, key[row : row + 1, :, cached],
+                                   value[row : row + 1, :, cached], 0.0, False, scale=scaling)
+            past, past_lse = past.reshape(1, heads, new, dim), past_lse.reshape(1, heads, new)
+            total = torch.logaddexp(lse, past_lse)
+            own = own * (lse - total).exp_()[..., None] + past * (past_lse - total).exp_()[..., None]
+        out[:, :, start : start + new] = own
+    return out.transpose(1, 2)
 
 
 def fold_query_heads(query, key, value, mask, dropout=0.0, scaling=None):

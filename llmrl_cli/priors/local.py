@@ -36,6 +36,7 @@ the call waits for the next wave and reuses that prompt's keys/values from the p
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import shutil
 import tempfile
@@ -304,18 +305,15 @@ class LocalLLMPrior(LLMPrior):
                               device=device)
         positions = torch.cat([torch.arange(len(ids[row]) - n, len(ids[row]), device=device)
                                for row, n in zip(wave, new)])
-        # query slot s of a prompt sees its columns up to its own token's; padding slots
-        # (prompts with fewer new tokens) see the whole prompt, and their outputs are dropped.
-        # Rows outside the wave get only padding slots.
-        first = torch.tensor([width - len(p) for p in ids], device=device)
-        own = torch.full((len(ids), queries), width - 1, device=device)
-        own[rows, slots] = columns
-        col = torch.arange(width, device=device)
-        seen = (col >= first[:, None, None]) & (col <= own[:, :, None])
-        last = torch.tensor(new, device=device).cumsum(0) - 1
-        out = lm(input_ids=tokens[None], position_ids=positions[None], attention_mask=seen[:, None],
+        starts = [0, *itertools.accumulate(new)]
+        spans = [(row, start, n, len(ids[row])) for row, start, n in zip(wave, starts, new)]
+        last = torch.tensor(starts[1:], device=device) - 1
+        # the attention is causal per prompt (``spans``); a 4-D mask, even this placeholder,
+        # keeps transformers from building one of its own
+        out = lm(input_ids=tokens[None], position_ids=positions[None],
+                 attention_mask=torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device),
                  past_key_values=batch, use_cache=True, logits_to_keep=last,
-                 ragged=RaggedRows(rows, slots, columns, queries, width))
+                 ragged=RaggedRows(rows, slots, columns, queries, width, spans))
         for row in wave:
             self._keep_prefix(ids[row], batch, row)
         return list(out.logits[0].float())

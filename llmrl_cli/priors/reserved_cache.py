@@ -32,6 +32,10 @@ class RaggedRows:
     columns: torch.Tensor
     queries: int
     length: int
+    #: a prefill: per prompt (cache row, first flattened row, new tokens, prompt length). Its
+    #: new tokens are the last of its row and attend causally (``cpu_kernels.prefill_attention``);
+    #: None: a decode step, under the attention mask
+    spans: list[tuple[int, int, int, int]] | None = None
 
 
 class ReservedLayer(DynamicLayer):
