@@ -137,7 +137,7 @@ class RunConfig:
     prefix_cache_mb: int = 512  # local prior on CPU: prompt keys/values kept for reuse; 0 = off
     prior_batch_kv_mb: int = 1024  # local prior: keys/values one decode/score batch may hold
     prior_dtype: str = "auto"  # local prior: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32
-    prior_cpu_kernels: bool = True  # local prior, fp32 on CPU: oneDNN-packed linears, GQA attention
+    prior_cpu_kernels: bool = True  # local prior, fp32 on CPU: packed linears, GQA, unpadded rows
     checkpoint_minutes: float = 10.0  # online runs: checkpoint this often between evals; 0 = off
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it

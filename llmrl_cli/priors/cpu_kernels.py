@@ -1,6 +1,6 @@
 """Faster CPU kernels for a frozen fp32 prior model (``LocalLLMPrior.cpu_kernels``).
 
-Two changes; the model computes the same numbers up to float rounding:
+Three changes; the model computes the same numbers up to float rounding:
 
 - **Packed linear layers.** Each ``nn.Linear`` runs as oneDNN's linear on a weight reordered once
   into its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``), instead of MKL's sgemm
@@ -14,6 +14,13 @@ Two changes; the model computes the same numbers up to float rounding:
   query heads that share a key/value head into one block of query rows instead. At decode
   sizes on a 2-core CPU, the kernel's own ``enable_gqa`` path was ~2x faster than the copy, and
   the fold ~2x faster again; equal up to rounding (~1e-7).
+- **Flattened forwards.** The prior passes the rows of all its prompts as one unpadded
+  sequence (``reserved_cache.RaggedRows``), so the linear layers compute no padding rows; the
+  attention here puts each row back with its prompt. In a decode step (``ragged_attention``)
+  each prompt's tree nodes form one block of query rows under the tree mask. In a prefill
+  (``prefill_attention``) each prompt's new tokens attend causally: one flash-kernel call on its
+  cached prefix, one causal call on the new tokens, merged by their log-sum-exps, so no
+  masked-out product is computed.
 
 It is off (``cpu_kernels=False``) for the benchmark's reference mode, which runs transformers
 as the paper's code did, and for GFlan's policy, which trains.
@@ -93,7 +100,8 @@ def prefill_attention(query, key, value, ragged, scaling=None):
                                    value[row : row + 1, :, cached], 0.0, False, scale=scaling)
             past, past_lse = past.reshape(1, heads, new, dim), past_lse.reshape(1, heads, new)
             total = torch.logaddexp(lse, past_lse)
-            own = own * (lse - total).exp_()[..., None] + past * (past_lse - total).exp_()[..., None]
+            own = (own * (lse - total).exp_()[..., None]
+                   + past * (past_lse - total).exp_()[..., None])
         out[:, :, start : start + new] = own
     return out.transpose(1, 2)
 

@@ -132,8 +132,9 @@ class LocalLLMPrior(LLMPrior):
     #: megabytes of keys/values one decode batch may hold: each prompt's once, plus room for its
     #: k answers (score mode: the prompt's are copied to each candidate)
     max_batch_kv_mb: int = 1024
-    #: fp32 on CPU: oneDNN-packed linear layers and grouped-query attention under masks
-    #: (``cpu_kernels.py``; the same numbers up to float rounding); False runs plain transformers
+    #: fp32 on CPU: oneDNN-packed linear layers, grouped-query attention under masks and
+    #: flattened forwards (``cpu_kernels.py``; the same numbers up to float rounding); False
+    #: runs plain transformers
     cpu_kernels: bool = True
     _prefix: PrefixKVCache | None = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
@@ -236,8 +237,8 @@ class LocalLLMPrior(LLMPrior):
     def _prefill_waves(self, ids: list[list[int]]):
         """The rows in groups for ``_prefill_ragged``, one after the other: a prompt that shares
         a long prefix with another of its group would compute that prefix a second time, so
-        it waits for the next group, which finds it in the prefix cache. (One prompt at a
-        time, each reused every earlier prompt's keys/values.)"""
+        it waits for the next group, which finds it in the prefix cache. (Prefilled one at a
+        time, each prompt reuses what all earlier ones computed; the waves keep that reuse.)"""
         pending = list(range(len(ids)))
         while pending:
             wave, later = [], []
