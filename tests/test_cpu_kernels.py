@@ -75,6 +75,10 @@ def test_ragged_rows_write_their_columns_and_attend_as_the_padded_batch():
     mask = torch.ones(3, 1, 2, 8, dtype=torch.bool)
     mask[0, :, 0, 7] = False  # the first new row of prompt 0 does not see the second
     mask[2, :, :, 7] = False
+    # a flattened cache refuses an update without its rows (a model that drops the keyword)
+    layer.flattened = True
+    with pytest.raises(RuntimeError, match="prior_cpu_kernels: false"):
+        layer.update(new_keys, new_values)
     query = torch.randn(1, 4, 3, 8)  # 4 query heads on 2 key/value heads
     out = ragged_attention(query, keys, values, mask, ragged, scaling=0.3)
     padded = torch.zeros(3, 4, 2, 8)

@@ -219,6 +219,8 @@ class LocalLLMPrior(LLMPrior):
         for row, prompt_ids in enumerate(ids):
             mask[row, width - len(prompt_ids):] = 1
         if self._ragged:
+            for layer in batch.layers:
+                layer.flattened = True
             logits = [None] * len(ids)
             for wave in self._prefill_waves(ids):
                 for row, row_logits in zip(wave, self._prefill_ragged(ids, batch, wave)):
@@ -381,6 +383,8 @@ class LocalLLMPrior(LLMPrior):
         device = lm.device
         room = k * (self.max_new_tokens - 1)
         logits, cache, mask, position = self._prefill(prompts, room)
+        for layer in cache.layers:
+            layer.flattened = self._ragged
         n_prompts, width = mask.shape
         # one uniform draw per (prompt, sample, step), from a stream seeded by the prompt
         uniforms = torch.stack([

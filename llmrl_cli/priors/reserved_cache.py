@@ -56,6 +56,9 @@ class ReservedLayer(DynamicLayer):
         self._values = torch.zeros_like(self._keys)
         self.length = length
         self.rows = rows
+        #: set while the prior runs flattened forwards on this cache: an update without its
+        #: ``RaggedRows`` then means the model did not pass them on, and is refused
+        self.flattened = False
         self.dtype, self.device, self.is_initialized = dtype, device, True
         self._expose()
 
@@ -87,6 +90,9 @@ class ReservedLayer(DynamicLayer):
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         ragged = (kwargs.get("kwargs") or {}).get("ragged")
+        if ragged is None and self.flattened:
+            raise RuntimeError("this model does not pass the flattened rows on to its cache "
+                               "update; run it with prior_cpu_kernels: false")
         if ragged is not None:  # one flattened sequence of rows: each to its prompt and column
             self._keys[ragged.rows, :, ragged.columns] = key_states[0].transpose(0, 1)
             self._values[ragged.rows, :, ragged.columns] = value_states[0].transpose(0, 1)
