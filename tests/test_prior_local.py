@@ -114,6 +114,14 @@ def test_sampled_completions_equal_a_plain_token_by_token_decode(smol):
     assert_samples_equal_a_plain_token_by_token_decode(smol)
 
 
+def test_without_the_prefix_cache_the_padded_prefill_feeds_the_flattened_decode():
+    """prefix_cache_mb = 0: the prompts prefill as one padded batch, then decode flattened."""
+    prior = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, prefix_cache_mb=0)
+    prior._load()
+    assert prior._prefix is None and prior._ragged
+    assert_samples_equal_a_plain_token_by_token_decode(prior)
+
+
 def test_decode_batches_keep_the_keys_and_values_under_the_budget(smol):
     import math
 
