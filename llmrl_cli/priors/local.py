@@ -52,7 +52,7 @@ from ..paths import model_dir
 from ..seeding import stable_seed
 from .cpu_kernels import speed_up_cpu_model
 from .llm import LLMPrior
-from .prefix_cache import PrefixKVCache
+from .prefix_cache import PrefixKVCache, common_length
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -246,7 +246,7 @@ class LocalLLMPrior(LLMPrior):
             wave, later = [], []
             for row in pending:
                 cached = self._prefix.matched_length(ids[row])
-                shared = max((_common_length(ids[row], ids[other]) for other in wave), default=0)
+                shared = max((common_length(ids[row], ids[other]) for other in wave), default=0)
                 (later if shared > cached + self.WAVE_SHARE_TOKENS else wave).append(row)
             yield wave
             pending = later
@@ -526,16 +526,6 @@ class LocalLLMPrior(LLMPrior):
             out.append(sums[r : r + len(cands)])
             r += len(cands)
         return out
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    """How many leading tokens ``a`` and ``b`` share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _select_cache(cache, index: torch.Tensor):

@@ -33,7 +33,8 @@ class _Node:
         return self.keys.numel() * self.keys.element_size() * 2
 
 
-def _common(a: tuple[int, ...], b: list[int], start: int) -> int:
+def common_length(a, b, start: int = 0) -> int:
+    """How many leading tokens of ``a`` equal those of ``b`` from position ``start`` on."""
     n = 0
     for x, y in zip(a, itertools.islice(b, start, None)):
         if x != y:
@@ -75,7 +76,7 @@ class PrefixKVCache:
             child = node.children.get(ids[pos])
             if child is None:
                 return
-            n = _common(child.tokens, ids, pos)
+            n = common_length(child.tokens, ids, pos)
             yield child, n
             pos += n
             if n < len(child.tokens):
@@ -97,7 +98,7 @@ class PrefixKVCache:
                 node.children[ids[pos]] = leaf
                 self.nbytes += leaf.nbytes
                 break
-            n = _common(child.tokens, ids, pos)
+            n = common_length(child.tokens, ids, pos)
             if n < len(child.tokens):  # split child after its first n tokens
                 head = _Node(child.tokens[:n], child.keys[:, :, :n].clone(),
                              child.values[:, :, :n].clone(), node)
