@@ -189,11 +189,15 @@ _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str:
                dict: "a mapping"}
 
 
+def _is_union(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+
+
 def _matches(value: Any, hint: Any) -> bool:
     """Whether a YAML/flag value fits a dataclass annotation (an int is a float; a bool is not)."""
     if hint is Any:
         return True
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+    if _is_union(hint):
         return any(_matches(value, arg) for arg in typing.get_args(hint))
     hint = typing.get_origin(hint) or hint
     if hint is type(None):
@@ -206,7 +210,7 @@ def _matches(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+    if _is_union(hint):
         words = [_describe(arg) for arg in typing.get_args(hint) if arg is not type(None)]
         return " or ".join(words) + (" (or null)" if type(None) in typing.get_args(hint) else "")
     hint = typing.get_origin(hint) or hint

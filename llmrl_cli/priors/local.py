@@ -287,8 +287,8 @@ class LocalLLMPrior(LLMPrior):
                  position_ids=torch.arange(m, len(prompt_ids), device=lm.device)[None],
                  past_key_values=cache, use_cache=True, logits_to_keep=1)
         for (keys, values), target in zip(_layers(out.past_key_values), batch.layers):
-            target.keys[row, :, width - len(prompt_ids) + m :] = keys[0, :, m:]
-            target.values[row, :, width - len(prompt_ids) + m :] = values[0, :, m:]
+            target.keys[row, :, start + m :] = keys[0, :, m:]
+            target.values[row, :, start + m :] = values[0, :, m:]
         self._keep_prefix(prompt_ids, batch, row)
         return out.logits[0, -1].float()
 
@@ -442,13 +442,13 @@ class LocalLLMPrior(LLMPrior):
                          past_key_values=cache, use_cache=True,
                          ragged=RaggedRows(node_prompt, slot, columns, queries, filled))
                 logits = out.logits[0].float()
-                continue
-            input_ids = torch.full((n_prompts, queries), tok.pad_token_id, device=device)
-            input_ids[node_prompt, slot] = tokens
-            out = lm(input_ids=input_ids, attention_mask=seen[:, None],
-                     position_ids=(position + 1 + step).expand(n_prompts, queries),
-                     past_key_values=cache, use_cache=True)
-            logits = out.logits[node_prompt, slot].float()
+            else:
+                input_ids = torch.full((n_prompts, queries), tok.pad_token_id, device=device)
+                input_ids[node_prompt, slot] = tokens
+                out = lm(input_ids=input_ids, attention_mask=seen[:, None],
+                         position_ids=(position + 1 + step).expand(n_prompts, queries),
+                         past_key_values=cache, use_cache=True)
+                logits = out.logits[node_prompt, slot].float()
         texts = tok.batch_decode(generated, skip_special_tokens=True)
         cut = [t.split("\n", 1)[0].strip() for t in texts]
         return [cut[i * k : (i + 1) * k] for i in range(len(prompts))]
