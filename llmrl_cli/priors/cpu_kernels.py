@@ -18,9 +18,8 @@ Three changes; the model computes the same numbers up to float rounding:
   sequence (``reserved_cache.RaggedRows``), so the linear layers compute no padding rows; the
   attention here puts each row back with its prompt. In a decode step (``ragged_attention``)
   each prompt's tree nodes form one block of query rows under the tree mask. In a prefill
-  (``prefill_attention``) each prompt's new tokens attend causally: one flash-kernel call on its
-  cached prefix, one causal call on the new tokens, merged by their log-sum-exps, so no
-  masked-out product is computed.
+  (``prefill_attention``) each prompt's new tokens attend causally, one kernel call per prompt
+  with the query heads folded.
 
 It is off (``cpu_kernels=False``) for the benchmark's reference mode, which runs transformers
 as the paper's code did, and for GFlan's policy, which trains.
@@ -78,32 +77,33 @@ def ragged_attention(query, key, value, mask, ragged, scaling=None):
 
 
 def prefill_attention(query, key, value, ragged, scaling=None):
-    """Causal attention of each prompt's new tokens (``ragged.spans``) on its row: one flash
-    kernel call on its cached prefix (no mask, query heads folded), one causal on its new
-    tokens (the kernel skips the blocks above the diagonal), merged by their log-sum-exps. A
-    padded (prompt, query) block under a mask would compute every masked-out product too."""
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    """Causal attention of each prompt's new tokens (``ragged.spans``) on its row: one kernel
+    call per prompt, on the prompt's cached prefix and new tokens together, with the query heads
+    that share a key/value head folded into one block of rows (``fold_query_heads``) under the
+    causal mask of the new tokens (``causal_mask``). The masked-out products are computed, but
+    the folded call ran 1.1-1.6x faster on Tomato- and ALFWorld-sized prompts than the flash
+    kernel's own causal path on unfolded heads (keys/values copied to each query head) plus a
+    second call on the prefix."""
     _, heads, _, dim = query.shape
     kv_heads, width = key.shape[1], ragged.length
     groups = heads // kv_heads
     out = torch.empty_like(query)
     for row, start, new, length in ragged.spans:
-        q = query[:, :, start : start + new]
-        recent = slice(width - new, width)
-        own, lse = flash(q, key[row : row + 1, :, recent].repeat_interleave(groups, dim=1),
-                         value[row : row + 1, :, recent].repeat_interleave(groups, dim=1),
-                         0.0, True, scale=scaling)
-        if length > new:
-            cached = slice(width - length, width - new)
-            folded = q.reshape(1, kv_heads, groups * new, dim)
-            past, past_lse = flash(folded, key[row : row + 1, :, cached],
-                                   value[row : row + 1, :, cached], 0.0, False, scale=scaling)
-            past, past_lse = past.reshape(1, heads, new, dim), past_lse.reshape(1, heads, new)
-            total = torch.logaddexp(lse, past_lse)
-            own = (own * (lse - total).exp_()[..., None]
-                   + past * (past_lse - total).exp_()[..., None])
-        out[:, :, start : start + new] = own
+        columns = slice(width - length, width)
+        folded = query[0, :, start : start + new].reshape(1, kv_heads, groups * new, dim)
+        mask = causal_mask(new, length, query.dtype, query.device).repeat(groups, 1)
+        own = F.scaled_dot_product_attention(folded, key[row : row + 1, :, columns],
+                                             value[row : row + 1, :, columns], attn_mask=mask,
+                                             scale=scaling)
+        out[0, :, start : start + new] = own.reshape(heads, new, dim)
     return out.transpose(1, 2)
+
+
+def causal_mask(new: int, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The additive (0 / -inf) mask of a prompt's last ``new`` tokens over its ``length``
+    positions: token i of them sees positions up to ``length - new + i``."""
+    return torch.full((new, length), float("-inf"), dtype=dtype, device=device).triu_(
+        length - new + 1)
 
 
 def fold_query_heads(query, key, value, mask, dropout=0.0, scaling=None):
