@@ -153,7 +153,7 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
     monkeypatch.setattr(smol, "_ragged", ragged)
     prompts, k = [QUICK_STOP] + [q.prompt for q in _queries(3)], 5
     steps = []
-    forward = smol._lm.forward
+    forward, flat_forward = smol._lm.forward, smol._forward_flat
 
     def spy(*args, **kwargs):
         if "logits_to_keep" not in kwargs:  # a decode step (prefills keep the last logits)
@@ -161,7 +161,13 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
                           kwargs["past_key_values"].layers[0].keys.shape[0], kwargs.get("ragged")))
         return forward(*args, **kwargs)
 
+    def spy_flat(tokens, positions, cache, rows, mask=None, keep=None):
+        if mask is not None:  # a decode step
+            steps.append(((1, len(tokens)), mask.shape, cache.layers[0].keys.shape[0], rows))
+        return flat_forward(tokens, positions, cache, rows, mask, keep)
+
     monkeypatch.setattr(smol._lm, "forward", spy)
+    monkeypatch.setattr(smol, "_forward_flat", spy_flat)
     smol._sample(prompts, k)
     assert steps
     for ids, (batch, _, queries, _), rows, flat in steps:
@@ -174,6 +180,68 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
     # a prompt whose samples have all stopped leaves the batch; the batch never grows again
     batches = [mask[0] for _, mask, _, _ in steps]
     assert batches == sorted(batches, reverse=True) and batches[-1] < len(prompts), batches
+
+
+def _flat_and_transformers(prior, prompts, k=5):
+    """(prefill logits, samples) with ``cpu_kernels.flat_forward`` and with transformers'
+    forward running the flattened rows, each from an empty prefix cache."""
+    from llmrl_cli.priors.prefix_cache import PrefixKVCache
+
+    out = {}
+    for flat in (True, False):
+        prior._flat = flat
+        prior._prefix = PrefixKVCache(prior.prefix_cache_mb * 2**20)
+        with torch.inference_mode():
+            logits = prior._prefill(prompts, room=2)[0]
+        out[flat] = (logits, prior._sample(prompts, k))
+    prior._flat = True
+    return out[True], out[False]
+
+
+def test_the_flat_forward_computes_what_the_transformers_forward_does(smol):
+    """The embedded model's layers, run one by one on its own modules, give transformers'
+    numbers (bit for bit on this CPU) and so the same samples, over prefills that reuse cached
+    prefixes and decode steps under the tree mask."""
+    assert smol._flat
+    prompts = [QUICK_STOP] + [q.prompt for q in _queries(3)]
+    (logits, samples), (logits2, samples2) = _flat_and_transformers(smol, prompts)
+    torch.testing.assert_close(logits, logits2, rtol=1e-6, atol=1e-5)
+    assert samples == samples2
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_the_flat_forward_runs_llama_and_qwen2_layouts(tmp_path, model_type):
+    """A small random model of each layout ``flat_forward`` runs (qwen2: biased q/k/v, 4 query
+    heads per key/value head) gives transformers' logits and samples; one with another MLP
+    activation keeps transformers' forward."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from llmrl_cli.priors.local import EMBEDDED_MODEL, load_causal_lm
+
+    tok, _ = load_causal_lm(EMBEDDED_MODEL, torch.device("cpu"))
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=64,
+                                  intermediate_size=96, num_hidden_layers=2,
+                                  num_attention_heads=8, num_key_value_heads=2,
+                                  max_position_embeddings=1024, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    prior = LocalLLMPrior(model=str(tmp_path / "lm"), seed=0, cache=None, max_new_tokens=6)
+    prior._load()
+    assert prior._flat
+    if model_type == "qwen2":
+        assert prior._lm.model.layers[0].self_attn.q_proj.bias is not None
+    prompts = [QUICK_STOP] + [q.prompt for q in _queries(2)]
+    (logits, samples), (logits2, samples2) = _flat_and_transformers(prior, prompts)
+    torch.testing.assert_close(logits, logits2, rtol=1e-5, atol=1e-5)
+    assert samples == samples2 and len(samples) == 3
+    config.hidden_act = "gelu"
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "gelu")
+    tok.save_pretrained(tmp_path / "gelu")
+    other = LocalLLMPrior(model=str(tmp_path / "gelu"), seed=0, cache=None, max_new_tokens=6)
+    other._load()
+    assert other._ragged and not other._flat
+    assert len(other._sample(prompts, 2)) == 3
 
 
 def test_flattened_prefill_equals_one_prompt_at_a_time(smol):

@@ -50,7 +50,7 @@ from ..devices import resolve_dtype
 from ..errors import UserError
 from ..paths import model_dir
 from ..seeding import stable_seed
-from .cpu_kernels import speed_up_cpu_model
+from .cpu_kernels import flat_forward, runs_flat_forward, speed_up_cpu_model
 from .llm import LLMPrior
 from .prefix_cache import PrefixKVCache, common_length
 
@@ -142,6 +142,8 @@ class LocalLLMPrior(LLMPrior):
     _newline_ids: torch.Tensor | None = field(default=None, repr=False)
     #: the CPU kernels are in: forwards may run flattened, unpadded (``RaggedRows``)
     _ragged: bool = field(default=False, repr=False)
+    #: ...and ``cpu_kernels.flat_forward`` runs them (a Llama-layout model)
+    _flat: bool = field(default=False, repr=False)
 
     # -- model ----------------------------------------------------------------------------
     def _load(self) -> None:
@@ -153,6 +155,7 @@ class LocalLLMPrior(LLMPrior):
         )
         if self.cpu_kernels:
             self._ragged = speed_up_cpu_model(self._lm)
+            self._flat = self._ragged and runs_flat_forward(self._lm)
         tok = self._tokenizer
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
@@ -298,7 +301,7 @@ class LocalLLMPrior(LLMPrior):
         attends to its row's columns up to its own. Returns the prompts' last logits."""
         from .reserved_cache import RaggedRows
 
-        lm, device, width = self._lm, self._lm.device, batch.layers[0].length
+        device, width = self._lm.device, batch.layers[0].length
         new = [len(ids[row]) - self._match_prefix(ids[row], batch, row) for row in wave]
         queries = max(new)
         rows = torch.tensor([row for row, n in zip(wave, new) for _ in range(n)], device=device)
@@ -311,15 +314,29 @@ class LocalLLMPrior(LLMPrior):
         starts = [0, *itertools.accumulate(new)]
         spans = [(row, start, n, len(ids[row])) for row, start, n in zip(wave, starts, new)]
         last = torch.tensor(starts[1:], device=device) - 1
-        # the attention is causal per prompt (``spans``); a 4-D mask, even this placeholder,
-        # keeps transformers from building one of its own
-        out = lm(input_ids=tokens[None], position_ids=positions[None],
-                 attention_mask=torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device),
-                 past_key_values=batch, use_cache=True, logits_to_keep=last,
-                 ragged=RaggedRows(rows, slots, columns, queries, width, spans))
+        logits = self._forward_flat(tokens, positions, batch,
+                                    RaggedRows(rows, slots, columns, queries, width, spans),
+                                    keep=last)
         for row in wave:
             self._keep_prefix(ids[row], batch, row)
-        return list(out.logits[0].float())
+        return list(logits.float())
+
+    def _forward_flat(self, tokens: torch.Tensor, positions: torch.Tensor, cache, ragged,
+                      mask: torch.Tensor | None = None, keep: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """The logits (rows, vocabulary) of one flattened forward of ``tokens`` (n,) at
+        ``positions`` (n,): ``cpu_kernels.flat_forward`` for a Llama-layout model, else
+        transformers' forward, which hands ``ragged`` on to the cache and the attention.
+        ``mask``: a decode step's tree mask; ``keep``: the rows whose logits to return."""
+        if self._flat:
+            return flat_forward(self._lm, tokens, positions, cache, ragged, mask, keep)
+        if mask is None:  # a prefill, causal per prompt (``ragged.spans``): a 4-D mask, even
+            # this placeholder, keeps transformers from building one of its own
+            mask = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=tokens.device)
+        out = self._lm(input_ids=tokens[None], position_ids=positions[None], attention_mask=mask,
+                       past_key_values=cache, use_cache=True, ragged=ragged,
+                       **({} if keep is None else {"logits_to_keep": keep}))
+        return out.logits[0]
 
     def _chunks(self, items: list, fn) -> list:
         self._load()
@@ -437,11 +454,10 @@ class LocalLLMPrior(LLMPrior):
             seen = prompt_seen[:, None, :filled].repeat(1, queries, 1)
             seen[node_prompt, slot] = node_seen[:, :filled]
             if self._ragged:  # the children as one unpadded row sequence
-                out = lm(input_ids=tokens[None], attention_mask=seen[:, None],
-                         position_ids=(position[node_prompt, 0] + 1 + step)[None],
-                         past_key_values=cache, use_cache=True,
-                         ragged=RaggedRows(node_prompt, slot, columns, queries, filled))
-                logits = out.logits[0].float()
+                logits = self._forward_flat(
+                    tokens, position[node_prompt, 0] + 1 + step, cache,
+                    RaggedRows(node_prompt, slot, columns, queries, filled), mask=seen[:, None]
+                ).float()
             else:
                 input_ids = torch.full((n_prompts, queries), tok.pad_token_id, device=device)
                 input_ids[node_prompt, slot] = tokens
