@@ -23,8 +23,9 @@ class RaggedRows:
     layers see no padding. Row ``i`` belongs to prompt ``rows[i]``: its keys/values go to that
     prompt's cache row at position ``columns[i]``, and in attention it is query ``slots[i]`` of
     that prompt's (padded) block of ``queries`` query rows. After the forward each cache layer
-    holds ``length`` positions. Passed to the model as the keyword ``ragged``: transformers hands
-    it on to the cache update and to the attention function (``cpu_kernels.sdpa_gqa``).
+    holds ``length`` positions. ``cpu_kernels.flat_forward`` hands it to the cache update and
+    the attention itself; for other models it is passed to the model as the keyword ``ragged``,
+    which transformers hands on to both (``cpu_kernels.sdpa_gqa``).
     """
 
     rows: torch.Tensor
