@@ -6,7 +6,7 @@ in how the pieces are driven:
 
 ``reference`` -- the pattern of the paper's ``value-based/train_overcooked.py``, faithfully:
 
-- one environment; evaluation episodes one after another;
+- one environment; evaluation episodes one after another, training waiting for them;
 - one prompt per LLM call: ``generate(num_return_sequences=k, output_scores=True,
   output_hidden_states=True)`` with a stopping criterion that decodes every sample after each
   token (its ``EndOfFunctionCriteria``). ``reference_stop`` says when it stops:
@@ -26,7 +26,8 @@ in how the pieces are driven:
 - 40 gradient steps every 5 episodes (the env preset's schedule, shared by both modes).
 
 ``ours`` -- the default path: ``num_envs`` environments step together (one prior call, one
-encoder call and one Q forward per batch step), evaluation episodes step together, each prompt
+encoder call and one Q forward per batch step), evaluation episodes step together and beside
+training (their states in its calls, played by a frozen copy of Q; ``eval_overlap``), each prompt
 is prefilled once and its KV cache shared by the k samples, proposals go through the persistent
 proposal cache (fresh for the bench) and embeddings through the exact embedding cache.
 
@@ -255,7 +256,9 @@ def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
     if mode not in MODES:
         raise ValueError(f"unknown bench mode {mode!r}")
     experiment = f"bench-{name or mode}"
-    mode_cfg = dataclasses.replace(cfg, num_envs=1 if mode == "reference" else cfg.num_envs,
+    reference = mode == "reference"
+    mode_cfg = dataclasses.replace(cfg, num_envs=1 if reference else cfg.num_envs,
+                                   eval_overlap=cfg.eval_overlap and not reference,
                                    out=str(root), experiment=experiment)
     scratch = root / experiment
     scratch.mkdir(parents=True, exist_ok=True)

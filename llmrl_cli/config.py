@@ -101,7 +101,7 @@ OFFLINE_PRESET_AGENT_KEYS = ("eval_episodes", "feature_norm")
 #: Settings that do not change a run's results (a run may resume or extend across them).
 NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "encoder_cache_size",
                      "prefix_cache_mb", "prior_batch_kv_mb", "prior_cpu_kernels",
-                     "checkpoint_minutes")
+                     "checkpoint_minutes", "eval_overlap")
 #: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
 NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
 
@@ -139,6 +139,9 @@ class RunConfig:
     prior_dtype: str = "auto"  # local prior: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32
     prior_cpu_kernels: bool = True  # local prior, fp32 on CPU: packed linears, GQA, unpadded rows
     checkpoint_minutes: float = 10.0  # online runs: checkpoint this often between evals; 0 = off
+    # online DQN runs: evaluations step beside training (a frozen copy of Q at the eval point);
+    # false = the paper's pattern, training waits while each evaluation runs alone
+    eval_overlap: bool = True
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
     env_kwargs: dict[str, Any] = field(default_factory=dict)

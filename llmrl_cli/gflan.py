@@ -66,6 +66,7 @@ class Rollout:
 
 class GFlanRunner(Runner):
     agent: GFlanAgent
+    can_overlap_eval = False  # its policy is the LLM itself: evaluations run alone
 
     def _build(self) -> None:
         cfg = self.cfg

@@ -5,10 +5,22 @@ Every batch step makes one prior call, one encoder call and one Q forward for al
 with ``seed_<n>.yaml`` (resolved config) and ``seed_<n>.ckpt.pt`` (latest checkpoint) beside it.
 Checkpoints are written at every evaluation point and every ``checkpoint_minutes`` between
 them; a killed run started again with the same command resumes from the latest.
+
+Evaluations (``Runner.evaluation``) overlap training by default (``eval_overlap``): the eval
+episodes play a frozen copy of the Q-function taken at their eval point, and their states join
+the training batch's prior, encoder and Q calls until they end. Proposals are a pure function of
+the prompt and seed and training never reads the eval's random stream, so a run learns and
+scores as it does with ``eval_overlap: false`` (the paper's pattern: training waits for each
+evaluation, which then runs alone), up to the float rounding of an LLM prior's logits in a
+different batch; the last evaluation always runs alone. A row's training
+fields (episode, env_steps, train_return, grad_steps, loss, ...) are those of its eval point;
+its cost counters (llm_*, encoder_*, *_seconds, wall_s) are those at the time it is written,
+when its evaluation has ended.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import fcntl
@@ -18,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Generator
 
 import torch
 import yaml
@@ -71,11 +83,29 @@ class Decision:
     optimal_hit: bool | None
 
 
+@dataclass
+class Evaluation:
+    """An evaluation under way: ``steps`` (``Runner.evaluation``) yields its episodes' states
+    (``states``, awaiting decisions) and returns the mean return and success; ``start`` holds
+    the CSV row's training fields at its eval point ``episode``; ``agent`` is the Q-function it
+    plays -- a frozen copy when it overlaps training (``overlapped``), else the run's agent."""
+
+    episode: int
+    start: dict
+    agent: object
+    overlapped: bool
+    steps: Generator
+    states: list = field(default_factory=list)
+
+
 class Runner:
     """Builds the pieces of a run and executes the loop (``run()``)."""
 
     #: the CSV's columns; a subclass may add its own after these (see ``extra_row``)
     csv_columns = CSV_COLUMNS
+    #: whether evaluations may step beside training (``eval_overlap``); needs ``_batch_step`` to
+    #: carry the eval's states, and an agent cheap to copy
+    can_overlap_eval = True
 
     def __init__(self, cfg: RunConfig, progress: Callable[[int, int, str], None] | None = None,
                  overwrite: bool = False, log: Callable[[str], None] = print) -> None:
@@ -167,28 +197,33 @@ class Runner:
         them at every reset, so they travel with each state."""
         return env.instruction, env.feature_task
 
-    def decide(self, states: list[tuple[dict, deque, tuple[str, ...], tuple, bool]]
-               ) -> list[Decision]:
+    def decide(self, states: list[tuple[dict, deque, tuple[str, ...], tuple, bool]],
+               agents: list | None = None) -> list[Decision]:
         """Candidates, their features and Q-values for a batch of states, each given as
         (obs, history, optimal actions, context, whether to count if an optimal action was
-        proposed)."""
+        proposed). ``agents``: the agent scoring each state (default: the run's)."""
         queries = [build_query(self.cfg.env, ctx[0], obs["text"], obs["actions"],
                                list(hist), optimal) for obs, hist, optimal, ctx, _ in states]
         proposals = self.prior.propose(queries, self.cfg.k)
         texts = [format_pair(state[0]["text"], a, state[3][1])
                  for state, cands in zip(states, proposals) for a in cands]
         features = self.encoder.encode(texts)
-        q_all = self.agent.q_values(features).cpu()
+        agents = agents or [self.agent] * len(states)
+        q_by_agent = {id(a): a.q_values(features).cpu() for a in agents}  # a tiny MLP each
         decisions, start = [], 0
-        for (_, _, optimal, _, count), cands in zip(states, proposals):
+        for (_, _, optimal, _, count), cands, agent in zip(states, proposals, agents):
             end = start + len(cands)
             hit = any(a in optimal for a in cands) if count and self.track_optimal else None
-            decisions.append(Decision(cands, features[start:end], q_all[start:end], hit))
+            q = q_by_agent[id(agent)][start:end]
+            decisions.append(Decision(cands, features[start:end], q, hit))
             start = end
         return decisions
 
     # -- evaluation --------------------------------------------------------------------------
-    def evaluate(self, episode: int) -> tuple[float, float]:
+    def evaluation(self, episode: int) -> Generator[list, list[Decision], tuple[float, float]]:
+        """The evaluation at ``episode``, step by step: yields the states of its episodes still
+        running, is sent their decisions, and returns the mean return and success. Its random
+        stream and env seeds depend on the run's seed and ``episode`` only."""
         cfg, agent_cfg = self.cfg, self.cfg.agent
         rng = torch.Generator().manual_seed(stable_seed(cfg.seed, "eval", episode))
         returns, successes = [], []
@@ -199,8 +234,8 @@ class Runner:
             running = list(live)
             finished: dict[int, tuple[float, bool]] = {}
             while running:
-                decisions = self.decide([(s.obs, s.history, self.optimal(s.env),
-                                          self.context(s.env), False) for s in running])
+                decisions = yield [(s.obs, s.history, self.optimal(s.env), self.context(s.env),
+                                    False) for s in running]
                 still = []
                 for slot, d in zip(running, decisions):
                     action = d.candidates[choose(d.q, agent_cfg.eval_policy, agent_cfg, rng)]
@@ -218,6 +253,62 @@ class Runner:
                 returns.append(ret)
                 successes.append(float(success))
         return sum(returns) / len(returns), sum(successes) / len(successes)
+
+    def evaluate(self, episode: int) -> tuple[float, float]:
+        """Play the evaluation at ``episode`` alone with the run's agent."""
+        steps = self.evaluation(episode)
+        states = next(steps)
+        while True:
+            try:
+                states = steps.send(self.decide(states))
+            except StopIteration as end:
+                return end.value
+
+    @property
+    def overlaps_eval(self) -> bool:
+        return bool(self.cfg.eval_overlap) and self.can_overlap_eval
+
+    def _start_evaluation(self, overlap: bool, start: dict | None = None,
+                          agent_state: dict | None = None) -> None:
+        """Begin the evaluation at this eval point (or, on resume, the one a checkpoint held:
+        its ``start`` fields and frozen ``agent_state``)."""
+        episode = self.episodes_done if start is None else start["episode"]
+        if start is None:
+            start = self._take_training_fields(episode)
+            self.next_eval = episode + self.cfg.agent.eval_every
+        agent = self.agent
+        if overlap:
+            agent = copy.deepcopy(self.agent)
+            if agent_state is not None:
+                agent.load_state_dict(agent_state)
+        ev = Evaluation(episode, start, agent, overlap, self.evaluation(episode))
+        ev.states = next(ev.steps)
+        self.in_eval = ev
+
+    def _advance_evaluation(self, decisions: list[Decision]) -> None:
+        """Hand the evaluation its decisions; when its episodes have ended, write its row
+        (and, for one that ran alone, checkpoint: an overlapped one's checkpoint was taken at
+        its start, and a resume from there plays it again)."""
+        ev = self.in_eval
+        try:
+            ev.states = ev.steps.send(decisions)
+            return
+        except StopIteration as end:
+            ret, success = end.value
+        self.in_eval = None
+        self._record(ev.episode, ret, success, ev.start)
+        self.csv_rows += 1
+        if not ev.overlapped:
+            self._save_checkpoint(ev.episode >= self.cfg.episodes)
+        self.progress(self.episodes_done, self.cfg.episodes,
+                      f"eval return {ret:.3f} success {success:.2f}")
+
+    def _finish_evaluation_alone(self) -> None:
+        """Step the evaluation under way, with nothing beside it, to its end."""
+        while self.in_eval is not None:
+            ev = self.in_eval
+            self._advance_evaluation(self.decide(ev.states, [ev.agent] * len(ev.states))
+                                     if ev.overlapped else self.decide(ev.states))
 
     # -- training ----------------------------------------------------------------------------
     def train_phase(self) -> float | None:
@@ -238,28 +329,38 @@ class Runner:
         slot.reset(stable_seed(self.cfg.seed, "train-episode", self.episodes_started) % 2**31)
         self.episodes_started += 1
 
-    def _record(self, episode: int, eval_return: float, eval_success: float) -> dict:
-        p, e = self.prior.stats, self.encoder.stats
-        recent = self.train_returns
-        row = {
+    def _take_training_fields(self, episode: int) -> dict:
+        """A CSV row's fields about training at the eval point ``episode``; the training
+        returns since the last eval point are handed over (and cleared)."""
+        recent, self.train_returns = self.train_returns, []
+        return {
             "env": self.cfg.env, "algo": self.cfg.algo, "prior": self.cfg.prior_label,
             "k": self.cfg.k, "seed": self.cfg.seed, "episode": episode,
-            "env_steps": self.env_steps, "eval_return": eval_return, "eval_success": eval_success,
+            "env_steps": self.env_steps,
             "train_return": sum(r for r, _ in recent) / len(recent) if recent else "",
-            "llm_calls": p.model_queries, "llm_cache_hits": p.cache_hits,
-            "wall_s": round(self.wall_before + time.perf_counter() - self.started, 3),
             "train_success": sum(s for _, s in recent) / len(recent) if recent else "",
             "grad_steps": self.agent.grad_steps,
             "loss": "" if self.last_loss is None else self.last_loss,
+            "prior_optimal_rate": (self.optimal_hits / self.optimal_seen
+                                   if self.optimal_seen else ""),
+        }
+
+    def _record(self, episode: int, eval_return: float, eval_success: float,
+                start: dict | None = None) -> dict:
+        """Append a CSV row: the training fields ``start`` (default: as they are now), the
+        eval's result, and the cost counters as they are now."""
+        p, e = self.prior.stats, self.encoder.stats
+        row = dict(start) if start is not None else self._take_training_fields(episode)
+        row.update({
+            "eval_return": eval_return, "eval_success": eval_success,
+            "llm_calls": p.model_queries, "llm_cache_hits": p.cache_hits,
+            "wall_s": round(self.wall_before + time.perf_counter() - self.started, 3),
             "llm_queries": p.queries, "llm_tokens": p.tokens, "llm_unmatched": p.unmatched,
             "prior_seconds": round(p.seconds, 3), "encoder_texts": e.texts,
             "encoder_hits": e.hits, "encoder_seconds": round(e.seconds, 3),
             "update_seconds": round(self.update_seconds, 3),
-            "prior_optimal_rate": (self.optimal_hits / self.optimal_seen
-                                   if self.optimal_seen else ""),
-        }
+        })
         row.update(self.extra_row())
-        self.train_returns = []
         new_file = not self.csv_path.exists()
         with self.csv_path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.csv_columns)
@@ -288,7 +389,11 @@ class Runner:
             "update_seconds": self.update_seconds, "prior_stats": self.prior.stats,
             "encoder_stats": self.encoder.stats, "optimal": (self.optimal_hits, self.optimal_seen),
             "slots": slots, "finished": finished, "csv_rows": self.csv_rows,
+            "evaluation": None,
         }
+        ev = getattr(self, "in_eval", None)
+        if ev is not None and ev.overlapped:  # a resume plays it again, from its start
+            state["evaluation"] = {"start": ev.start, "agent": ev.agent.state_dict()}
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt_path)
@@ -323,6 +428,9 @@ class Runner:
                     slot.bootstrap = (*slot.bootstrap, self.context(slot.env))
             else:  # mid-episode: that partial episode is lost; start a new one
                 self._new_episode(slot)
+        saved_eval = state.get("evaluation")
+        if saved_eval is not None:
+            self._start_evaluation(True, saved_eval["start"], saved_eval["agent"])
 
     def check_expert(self) -> None:
         """Track whether proposals hold an optimal action when the env has an expert; refuse
@@ -366,6 +474,7 @@ class Runner:
         self.update_seconds = 0.0
         self.optimal_hits = self.optimal_seen = 0
         self.csv_rows = 0
+        self.in_eval: Evaluation | None = None
         if state is not None:
             self._restore(state)
             self.log(f"resuming {self.csv_path} from episode {self.episodes_done}")
@@ -375,15 +484,15 @@ class Runner:
         self.progress(self.episodes_done, cfg.episodes, "")
         while True:
             if self.episodes_done >= self.next_eval or self.episodes_done >= cfg.episodes:
-                ret, success = self.evaluate(self.episodes_done)
-                self._record(self.episodes_done, ret, success)
-                self.csv_rows += 1
-                self.next_eval = self.episodes_done + cfg.agent.eval_every
-                finished = self.episodes_done >= cfg.episodes
-                self._save_checkpoint(finished)
-                self.progress(self.episodes_done, cfg.episodes,
-                              f"eval return {ret:.3f} success {success:.2f}")
-                if finished:
+                final = self.episodes_done >= cfg.episodes
+                self._finish_evaluation_alone()  # the last one, if it has not ended yet
+                overlap = self.overlaps_eval and not final
+                self._start_evaluation(overlap)
+                if overlap:
+                    self._save_checkpoint(False)  # holds the evaluation, to replay on resume
+                else:
+                    self._finish_evaluation_alone()
+                if final:
                     break
             self._batch_step()
             if self._checkpoint_due():  # between evals; episodes in progress restart on resume
@@ -411,7 +520,14 @@ class Runner:
                   for s in self.slots]
         boot = [s for s in self.slots if s.bootstrap is not None]
         states += [(*s.bootstrap, False) for s in boot]
-        decisions = self.decide(states)
+        ev = self.in_eval  # an evaluation overlapping training: its states join the batch
+        eval_states = ev.states if ev is not None else []
+        decisions = self.decide(states + eval_states,
+                                [self.agent] * len(states) + [ev.agent] * len(eval_states)
+                                if ev is not None else None)
+        if ev is not None:
+            self._advance_evaluation(decisions[len(states):])
+            decisions = decisions[: len(states)]
         boot_decisions = dict(zip(map(id, boot), decisions[len(self.slots):]))
         for slot, d in zip(self.slots, decisions):
             if slot.pending is not None:  # complete the previous transition with C(s')

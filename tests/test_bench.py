@@ -111,6 +111,9 @@ def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys, tmp_p
     for name in ("reference", "ours", "ours-3envs"):
         csv = tmp_path / "b" / f"bench-{name}" / "frozenlake" / "dqn-prior"
         assert (csv / "seed_0.csv").exists() and (csv / "seed_0.yaml").exists()
+        # the reference waits for its evaluations; ours runs them beside training
+        overlap = "true" if name.startswith("ours") else "false"
+        assert f"eval_overlap: {overlap}\n" in (csv / "seed_0.yaml").read_text()
     main(["report", str(tmp_path / "b"), "--out", str(tmp_path / "report")])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "bench-reference" in report and "bench-ours-3envs" in report

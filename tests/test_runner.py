@@ -49,15 +49,43 @@ def test_same_seed_same_csv(tmp_path):
     pd.testing.assert_frame_equal(_table(a), _table(b))
 
 
+#: the CSV columns that count the cost of a run (prior, encoder): an evaluation overlapping
+#: training shares its calls, so these differ between eval_overlap true and false
+COSTS = ["encoder_texts", "llm_calls", "llm_cache_hits", "llm_queries", "llm_tokens",
+         "llm_unmatched"]
+
+
+@pytest.mark.parametrize("num_envs", [1, 4])
+def test_evaluations_beside_training_learn_and_score_as_evaluations_alone(tmp_path, num_envs):
+    runs = {}
+    for overlap in (False, True):
+        cfg = _cfg(tmp_path / str(overlap), num_envs=num_envs, eval_overlap=overlap)
+        runner = Runner(cfg, log=lambda *_: None)
+        runs[overlap] = (_table(runner.run()), runner.prior.stats.calls)
+    (alone, alone_calls), (beside, beside_calls) = runs[False], runs[True]
+    assert list(beside.episode) == [0, 5, 10, 15]
+    pd.testing.assert_frame_equal(beside.drop(columns=COSTS), alone.drop(columns=COSTS))
+    # the same queries, in fewer prior calls: the evaluations' states rode along with training's
+    assert beside.llm_queries.iloc[-1] == alone.llm_queries.iloc[-1]
+    assert beside_calls < alone_calls
+
+
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("kill_at", [5, 10])
-def test_killed_run_resumes_to_the_same_result(tmp_path, kill_at):
+def test_killed_run_resumes_to_the_same_result(tmp_path, kill_at, overlap):
+    """Killed right after the row of the evaluation at ``kill_at``: run alone, it checkpointed
+    after its row; run beside training, its checkpoint is from its start and the resume plays
+    it again (and drops the row written after that checkpoint)."""
     reference = Runner(_cfg(tmp_path / "ref"), log=lambda *_: None).run()
+    rows_written = []
 
     def progress(done, total, msg):
-        if msg and done == kill_at:  # right after the checkpoint at this eval point
-            raise Killed
+        if msg:
+            rows_written.append(done)
+            if len(rows_written) == kill_at // 5 + 1:
+                raise Killed
 
-    cfg = _cfg(tmp_path / "killed")
+    cfg = _cfg(tmp_path / "killed", eval_overlap=overlap)
     with pytest.raises(Killed):
         Runner(cfg, progress=progress, log=lambda *_: None).run()
     rows = list(csv.DictReader(cfg.stem.with_suffix(".csv").open()))
@@ -65,17 +93,39 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, kill_at):
     logs = []
     resumed = Runner(cfg, log=logs.append).run()
     assert logs == [f"resuming {resumed} from episode {kill_at}"]
-    pd.testing.assert_frame_equal(_table(resumed), _table(reference))
+    pd.testing.assert_frame_equal(_table(resumed).drop(columns=COSTS),
+                                  _table(reference).drop(columns=COSTS))
 
 
-def test_a_run_killed_between_evaluations_resumes_from_its_timed_checkpoint(tmp_path):
+def test_a_run_killed_while_an_evaluation_steps_beside_training_plays_it_again(tmp_path):
+    reference = _table(Runner(_cfg(tmp_path / "ref"), log=lambda *_: None).run())
+    cfg = _cfg(tmp_path / "killed")
+
+    def progress(done, total, msg):
+        ev = runner.in_eval
+        if not msg and done == 6 and ev is not None and ev.episode == 5:
+            raise Killed  # training has gone past the eval point; the evaluation has not ended
+
+    runner = Runner(cfg, progress=progress, log=lambda *_: None)
+    with pytest.raises(Killed):
+        runner.run()
+    assert list(pd.read_csv(cfg.stem.with_suffix(".csv")).episode) == [0]
+    logs = []
+    resumed = _table(Runner(cfg, log=logs.append).run())
+    assert logs == [f"resuming {cfg.stem.with_suffix('.csv')} from episode 5"]
+    pd.testing.assert_frame_equal(resumed.drop(columns=COSTS), reference.drop(columns=COSTS))
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_run_killed_between_evaluations_resumes_from_its_timed_checkpoint(tmp_path, overlap):
     reference = _table(Runner(_cfg(tmp_path / "ref"), log=lambda *_: None).run())
 
     def progress(done, total, msg):
         if not msg and done == 8:  # between the evaluations at 5 and 10
             raise Killed
 
-    cfg = _cfg(tmp_path / "killed", checkpoint_minutes=1e-9)  # checkpoint after every step
+    # checkpoint after every step
+    cfg = _cfg(tmp_path / "killed", checkpoint_minutes=1e-9, eval_overlap=overlap)
     with pytest.raises(Killed):
         Runner(cfg, progress=progress, log=lambda *_: None).run()
     logs = []
@@ -85,7 +135,8 @@ def test_a_run_killed_between_evaluations_resumes_from_its_timed_checkpoint(tmp_
     assert logs == [f"resuming {cfg.stem.with_suffix('.csv')} from episode 7"]
     assert list(resumed.episode) == [0, 5, 10, 15]
     # rows written before the kill are kept as they were; the run then goes on to the end
-    pd.testing.assert_frame_equal(resumed.iloc[:2], reference.iloc[:2])
+    pd.testing.assert_frame_equal(resumed.iloc[:2].drop(columns=COSTS),
+                                  reference.iloc[:2].drop(columns=COSTS))
     assert resumed.env_steps.is_monotonic_increasing
 
 
@@ -110,10 +161,11 @@ def test_a_run_in_progress_elsewhere_is_refused_and_left_alone(tmp_path):
     """Two processes on one run (say, two sweeps over one folder) would interleave its CSV:
     the second is refused while the first runs, and may go once it has ended."""
     cfg = _cfg(tmp_path)
-    seen = {}
+    seen = {"rows": 0}
 
     def progress(done, total, msg):
-        if msg and done == 5:  # the first run, mid-way: a second one on the same files
+        seen["rows"] += bool(msg)
+        if msg and seen["rows"] == 2:  # the first run, mid-way: a second one on the same files
             with pytest.raises(UserError, match=r"seed_0.csv is being run by another process "
                                                 r"\(pid \d+\)"):
                 Runner(cfg, log=lambda *_: None).run()
