@@ -209,7 +209,8 @@ class Runner:
                  for state, cands in zip(states, proposals) for a in cands]
         features = self.encoder.encode(texts)
         agents = agents or [self.agent] * len(states)
-        q_by_agent = {id(a): a.q_values(features).cpu() for a in agents}  # a tiny MLP each
+        distinct = {id(a): a for a in agents}  # one Q forward per agent, not per state
+        q_by_agent = {key: a.q_values(features).cpu() for key, a in distinct.items()}
         decisions, start = [], 0
         for (_, _, optimal, _, count), cands, agent in zip(states, proposals, agents):
             end = start + len(cands)
@@ -391,7 +392,7 @@ class Runner:
             "slots": slots, "finished": finished, "csv_rows": self.csv_rows,
             "evaluation": None,
         }
-        ev = getattr(self, "in_eval", None)
+        ev = self.in_eval
         if ev is not None and ev.overlapped:  # a resume plays it again, from its start
             state["evaluation"] = {"start": ev.start, "agent": ev.agent.state_dict()}
         tmp = self.ckpt_path.with_suffix(".tmp")
