@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrl_cli.priors.cpu_kernels import PackedLinear, sdpa_gqa, speed_up_cpu_model
+from llmrl_cli.priors.cpu_kernels import (
+    FusedLinears, PackedLinear, SplitLinear, fuse_projections, sdpa_gqa, speed_up_cpu_model)
 
 
 def _rss_mb() -> float:
@@ -26,6 +27,42 @@ def test_packed_linear_matches_linear(shape, bias):
         packed, plain = PackedLinear(linear)(x), linear(x)
     assert packed.shape == plain.shape == (*shape[:-1], 96)
     torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_projections_give_each_layer_its_output_in_any_call_order():
+    torch.manual_seed(0)
+    attention = nn.Module()
+    attention.q_proj = nn.Linear(64, 96, bias=True)  # qwen2-like: q/k/v biases
+    attention.k_proj = nn.Linear(64, 32, bias=True)
+    attention.v_proj = nn.Linear(64, 32, bias=False)
+    plain = {name: getattr(attention, name) for name in ("q_proj", "k_proj", "v_proj")}
+    x, other = torch.randn(5, 64), torch.randn(3, 64)
+    with torch.inference_mode():
+        expected = {name: linear(x) for name, linear in plain.items()}
+        fuse_projections(attention)
+        assert isinstance(attention.qkv_proj, FusedLinears)
+        assert all(isinstance(getattr(attention, n), SplitLinear) for n in plain)
+        assert [out.shape[-1] for out in attention.qkv_proj.split(attention.qkv_proj(x))] == \
+            [96, 32, 32]
+        for order in (("q_proj", "k_proj", "v_proj"), ("v_proj", "q_proj", "k_proj")):
+            for name in order:
+                torch.testing.assert_close(getattr(attention, name)(x), expected[name],
+                                           rtol=1e-5, atol=1e-5)
+        # a part called on another input than its sibling's computes its own
+        attention.q_proj(x)
+        torch.testing.assert_close(attention.k_proj(other), plain["k_proj"](other),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(attention.v_proj(x), expected["v_proj"], rtol=1e-5, atol=1e-5)
+    assert sum(isinstance(m, FusedLinears) for m in attention.modules()) == 1
+
+
+def test_packed_linear_adds_the_residual_as_a_post_op():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48, bias=False)
+    x, residual = torch.randn(7, 64), torch.randn(7, 48)
+    with torch.inference_mode():
+        torch.testing.assert_close(PackedLinear(linear).plus(x, residual), linear(x) + residual,
+                                   rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mask_batch", [4, 1])
@@ -138,7 +175,8 @@ def test_sped_up_model_gives_the_same_logits_with_and_without_a_mask():
         after = lm(input_ids=ids, attention_mask=mask).logits
         unmasked = lm(input_ids=ids[1:]).logits
     assert not any(isinstance(m, nn.Linear) for m in lm.modules())
-    assert sum(isinstance(m, PackedLinear) for m in lm.modules()) == 2 * 7 + 1
+    # per layer: q/k/v as one, o, gate/up as one, down; and the lm_head
+    assert sum(isinstance(m, PackedLinear) for m in lm.modules()) == 2 * 4 + 1
     assert lm.config._attn_implementation == "llmrl_sdpa_gqa"
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(unmasked, before[1:], rtol=1e-4, atol=1e-4)

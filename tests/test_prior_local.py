@@ -230,7 +230,7 @@ def test_the_flat_forward_runs_llama_and_qwen2_layouts(tmp_path, model_type):
     prior._load()
     assert prior._flat
     if model_type == "qwen2":
-        assert prior._lm.model.layers[0].self_attn.q_proj.bias is not None
+        assert prior._lm.model.layers[0].self_attn.qkv_proj.bias is not None  # q/k/v biases
     prompts = [QUICK_STOP] + [q.prompt for q in _queries(2)]
     (logits, samples), (logits2, samples2) = _flat_and_transformers(prior, prompts)
     torch.testing.assert_close(logits, logits2, rtol=1e-5, atol=1e-5)
