@@ -139,11 +139,14 @@ class PackedLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach()
+        self._pack(linear.weight.detach(),
+                   None if linear.bias is None else linear.bias.detach().clone())
+
+    def _pack(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        """Hold ``weight`` (out, in) packed and ``bias`` as (non-persistent) buffers."""
+        self.out_features, self.in_features = weight.shape
         self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(
             weight, PACK_ROWS_HINT), persistent=False)
-        bias = None if linear.bias is None else linear.bias.detach().clone()
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,22 +162,18 @@ class PackedLinear(nn.Module):
 class FusedLinears(PackedLinear):
     """Linear layers that read the same input (attention's q/k/v, the MLP's gate/up) as one
     packed linear: their weights (and biases) stacked by output rows, so one oneDNN call
-    replaces several; ``split`` cuts the output back into the layers' parts. With the rotary
-    and residual changes of ``flat_forward`` it took ~7% off the embedded prior's decode on a
-    2-core AVX2 CPU."""
+    replaces several; ``split`` cuts the output back into the layers' parts (what that saves:
+    ``flat_forward``)."""
 
     def __init__(self, linears: list[nn.Linear]) -> None:
-        nn.Module.__init__(self)
-        weight = torch.cat([linear.weight.detach() for linear in linears])
-        self.out_features, self.in_features = weight.shape
+        nn.Module.__init__(self)  # not PackedLinear's: there is no single linear to take
         self.sizes = [linear.out_features for linear in linears]
-        self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(
-            weight, PACK_ROWS_HINT), persistent=False)
+        weight = torch.cat([linear.weight.detach() for linear in linears])
         bias = None
         if any(linear.bias is not None for linear in linears):
             bias = torch.cat([linear.bias.detach() if linear.bias is not None
                               else weight.new_zeros(linear.out_features) for linear in linears])
-        self.register_buffer("bias", bias, persistent=False)
+        self._pack(weight, bias)
 
     def split(self, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return out.split(self.sizes, dim=-1)
