@@ -259,6 +259,7 @@ def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
     reference = mode == "reference"
     mode_cfg = dataclasses.replace(cfg, num_envs=1 if reference else cfg.num_envs,
                                    eval_overlap=cfg.eval_overlap and not reference,
+                                   run_ahead=0 if reference else cfg.run_ahead,
                                    out=str(root), experiment=experiment)
     scratch = root / experiment
     scratch.mkdir(parents=True, exist_ok=True)

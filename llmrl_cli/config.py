@@ -102,6 +102,9 @@ OFFLINE_PRESET_AGENT_KEYS = ("eval_episodes", "feature_norm")
 NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "encoder_cache_size",
                      "prefix_cache_mb", "prior_batch_kv_mb", "prior_cpu_kernels",
                      "checkpoint_minutes", "eval_overlap")
+#: Settings added after results were first written whose effect, in results written before,
+#: was not their default (so a resume finds those results' settings as they ran)
+VALUES_BEFORE_ADDED = {"run_ahead": 0}
 #: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
 NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
 
@@ -142,6 +145,10 @@ class RunConfig:
     # online DQN runs: evaluations step beside training (a frozen copy of Q at the eval point);
     # false = the paper's pattern, training waits while each evaluation runs alone
     eval_overlap: bool = True
+    # online DQN runs with an LLM prior and num_envs > 1: an env whose prompt this run has not
+    # asked about yet waits, at most this many batch steps, while the envs whose prompts were
+    # asked before step on, so that model calls gather more prompts; 0 = all envs in lockstep
+    run_ahead: int = 4
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -339,6 +346,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.k >= 1, f"--k must be >= 1, got {cfg.k}"),
         (cfg.episodes >= 1, f"--episodes must be >= 1, got {cfg.episodes}"),
         (cfg.num_envs >= 1, f"--num-envs must be >= 1, got {cfg.num_envs}"),
+        (cfg.run_ahead >= 0, f"run_ahead must be >= 0, got {cfg.run_ahead}"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
         (cfg.encoder_cache_size >= 0,
          f"encoder_cache_size must be >= 0, got {cfg.encoder_cache_size}"),

@@ -67,6 +67,7 @@ class Rollout:
 class GFlanRunner(Runner):
     agent: GFlanAgent
     can_overlap_eval = False  # its policy is the LLM itself: evaluations run alone
+    can_run_ahead = False  # its rollouts step all envs together
 
     def _build(self) -> None:
         cfg = self.cfg

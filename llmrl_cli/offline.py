@@ -45,6 +45,7 @@ class OfflineRunner(Runner):
     """A Runner whose loop trains on a dataset (module docstring)."""
 
     agent: CQLAgent
+    can_run_ahead = False  # it trains on a dataset; only its evaluations step envs
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self) -> Dataset:

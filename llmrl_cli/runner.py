@@ -1,7 +1,7 @@
 """One run = env x algo x prior x seed: the shared online training loop, CSV and checkpoints.
 
-Every batch step makes one prior call, one encoder call and one Q forward for all
-``num_envs`` environments together. Layout: ``<out>/<experiment>/<env>/<algo>/seed_<n>.csv``,
+Every batch step makes one prior call, one encoder call and one Q forward for the
+``num_envs`` environments that step in it (all of them, unless some run ahead; below). Layout: ``<out>/<experiment>/<env>/<algo>/seed_<n>.csv``,
 with ``seed_<n>.yaml`` (resolved config) and ``seed_<n>.ckpt.pt`` (latest checkpoint) beside it.
 Checkpoints are written at every evaluation point and every ``checkpoint_minutes`` between
 them; a killed run started again with the same command resumes from the latest.
@@ -16,6 +16,13 @@ different batch; the last evaluation always runs alone. A row's training
 fields (episode, env_steps, train_return, grad_steps, loss, ...) are those of its eval point;
 its cost counters (llm_*, encoder_*, *_seconds, wall_s) are those at the time it is written,
 when its evaluation has ended.
+
+With an LLM prior and several envs, envs run ahead of one another (``run_ahead``, ours): an env
+whose prompt this run has not asked about yet waits, up to ``run_ahead`` batch steps, while the
+envs whose prompts were asked before step on from the proposal cache, so one model call gathers
+the new prompts of more envs. Which envs wait depends only on the run's own history (not on a
+persistent cache's contents), so a seed gives the same run every time. ``run_ahead: 0`` steps
+all envs in lockstep, one prior call per batch step, as before; with one env the two are alike.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import copy
 import csv
 import dataclasses
 import fcntl
+import hashlib
 import math
 import os
 import time
@@ -36,12 +44,12 @@ import torch
 import yaml
 
 from .agents.dqn import DQNAgent, choose, update_threads
-from .config import RunConfig, dump_yaml, identity_of
+from .config import VALUES_BEFORE_ADDED, RunConfig, dump_yaml, identity_of
 from .devices import resolve_device
 from .encoders import TextEncoder, format_pair
 from .envs import TextEnv, make
 from .errors import UserError
-from .priors import ActionPrior, make_prior
+from .priors import ActionPrior, PriorQuery, make_prior
 from .priors.prompts import build_query, history_line
 from .data.replay import ReplayBuffer
 from .seeding import seed_everything, stable_seed
@@ -68,6 +76,7 @@ class Slot:
     reset_seed: int = 0
     pending: tuple | None = None  # (features, reward, done) awaiting next-state candidates
     bootstrap: tuple | None = None  # (obs, history, optimal, context) of a truncated episode's end
+    waited: int = 0  # batch steps this env has waited for the model while others stepped
 
     def reset(self, seed: int) -> None:
         self.obs, _ = self.env.reset(seed=seed)
@@ -106,6 +115,10 @@ class Runner:
     #: whether evaluations may step beside training (``eval_overlap``); needs ``_batch_step`` to
     #: carry the eval's states, and an agent cheap to copy
     can_overlap_eval = True
+    #: whether envs may run ahead of one another (``run_ahead``); needs this ``_batch_step``
+    can_run_ahead = True
+    #: ``run_ahead``: how many asked prompts a run remembers (16-byte digests, ~100 bytes each)
+    ASKED_PROMPTS_MAX = 1_000_000
 
     def __init__(self, cfg: RunConfig, progress: Callable[[int, int, str], None] | None = None,
                  overwrite: bool = False, log: Callable[[str], None] = print) -> None:
@@ -117,6 +130,9 @@ class Runner:
         self.csv_path = cfg.stem.with_suffix(".csv")
         self.yaml_path = cfg.stem.with_suffix(".yaml")
         self.ckpt_path = cfg.stem.parent / f"{cfg.stem.name}.ckpt.pt"
+        self.asked_prompts: dict[bytes, None] = {}  # run_ahead: digests of the prompts asked
+        self.ahead_steps = 0  # batch steps in which only the envs asked about before stepped
+        self.max_waited = 0  # the most batch steps an env waited for the model
 
     # -- set-up -----------------------------------------------------------------------------
     def _lock(self) -> None:
@@ -156,7 +172,7 @@ class Runner:
             # settings added to llmrl after those results were written count as their default
             defaults = RunConfig().to_dict()
             for key in set(new_cfg) - set(old_cfg):
-                old_cfg[key] = defaults.get(key)
+                old_cfg[key] = VALUES_BEFORE_ADDED.get(key, defaults.get(key))
             agent_defaults = {"agent": dataclasses.asdict(type(self.cfg.agent)())}
             for key, value in identity_of(agent_defaults)["agent"].items():
                 old_cfg.get("agent", {}).setdefault(key, value)
@@ -197,13 +213,36 @@ class Runner:
         them at every reset, so they travel with each state."""
         return env.instruction, env.feature_task
 
+    def query(self, state: tuple) -> PriorQuery:
+        """The prior query of a state (obs, history, optimal actions, context, ...)."""
+        obs, hist, optimal, ctx = state[:4]
+        return build_query(self.cfg.env, ctx[0], obs["text"], obs["actions"], list(hist), optimal)
+
+    @staticmethod
+    def _digest(query: PriorQuery) -> bytes:
+        return hashlib.blake2b(query.prompt.encode(), digest_size=16).digest()
+
+    def asked(self, states: list[tuple]) -> bool:
+        """Whether this run has asked the prior about every one of ``states`` already."""
+        return all(self._digest(self.query(s)) in self.asked_prompts for s in states)
+
+    def _remember_asked(self, queries: list[PriorQuery]) -> None:
+        """Note the prompts asked (``run_ahead``): the most recent ``ASKED_PROMPTS_MAX``."""
+        for query in queries:
+            digest = self._digest(query)
+            self.asked_prompts.pop(digest, None)
+            self.asked_prompts[digest] = None
+        while len(self.asked_prompts) > self.ASKED_PROMPTS_MAX:
+            del self.asked_prompts[next(iter(self.asked_prompts))]
+
     def decide(self, states: list[tuple[dict, deque, tuple[str, ...], tuple, bool]],
                agents: list | None = None) -> list[Decision]:
         """Candidates, their features and Q-values for a batch of states, each given as
         (obs, history, optimal actions, context, whether to count if an optimal action was
         proposed). ``agents``: the agent scoring each state (default: the run's)."""
-        queries = [build_query(self.cfg.env, ctx[0], obs["text"], obs["actions"],
-                               list(hist), optimal) for obs, hist, optimal, ctx, _ in states]
+        queries = [self.query(state) for state in states]
+        if self.runs_ahead:
+            self._remember_asked(queries)
         proposals = self.prior.propose(queries, self.cfg.k)
         texts = [format_pair(state[0]["text"], a, state[3][1])
                  for state, cands in zip(states, proposals) for a in cands]
@@ -264,6 +303,11 @@ class Runner:
                 states = steps.send(self.decide(states))
             except StopIteration as end:
                 return end.value
+
+    @property
+    def runs_ahead(self) -> bool:
+        return (self.can_run_ahead and self.cfg.run_ahead > 0 and len(self.slots) > 1
+                and self.prior.has_model)
 
     @property
     def overlaps_eval(self) -> bool:
@@ -377,7 +421,7 @@ class Runner:
     def _save_checkpoint(self, finished: bool) -> None:
         slots = [
             {"reset_seed": s.reset_seed, "pending": s.pending, "bootstrap": s.bootstrap,
-             "at_start": s.episode_len == 0}
+             "at_start": s.episode_len == 0, "waited": s.waited}
             for s in self.slots
         ]
         state = {
@@ -390,7 +434,8 @@ class Runner:
             "update_seconds": self.update_seconds, "prior_stats": self.prior.stats,
             "encoder_stats": self.encoder.stats, "optimal": (self.optimal_hits, self.optimal_seen),
             "slots": slots, "finished": finished, "csv_rows": self.csv_rows,
-            "evaluation": None,
+            "evaluation": None, "asked_prompts": list(self.asked_prompts),
+            "ahead": (self.ahead_steps, self.max_waited),
         }
         ev = self.in_eval
         if ev is not None and ev.overlapped:  # a resume plays it again, from its start
@@ -417,6 +462,8 @@ class Runner:
         self.prior.stats.__dict__.update(state["prior_stats"].__dict__)
         self.encoder.stats.__dict__.update(state["encoder_stats"].__dict__)
         self.optimal_hits, self.optimal_seen = state["optimal"]
+        self.asked_prompts = dict.fromkeys(state.get("asked_prompts", ()))
+        self.ahead_steps, self.max_waited = state.get("ahead", (0, 0))
         # drop CSV rows written after the checkpoint (a kill between CSV write and checkpoint)
         if self.csv_path.exists():
             lines = self.csv_path.read_text().splitlines(keepends=True)
@@ -425,6 +472,7 @@ class Runner:
             if saved["at_start"]:  # an episode boundary: restore exactly
                 slot.reset(saved["reset_seed"])
                 slot.pending, slot.bootstrap = saved["pending"], saved["bootstrap"]
+                slot.waited = saved.get("waited", 0)
                 if slot.bootstrap is not None and len(slot.bootstrap) == 3:  # older checkpoint
                     slot.bootstrap = (*slot.bootstrap, self.context(slot.env))
             else:  # mid-episode: that partial episode is lost; start a new one
@@ -476,6 +524,7 @@ class Runner:
         self.optimal_hits = self.optimal_seen = 0
         self.csv_rows = 0
         self.in_eval: Evaluation | None = None
+        self.asked_prompts, self.ahead_steps, self.max_waited = {}, 0, 0
         if state is not None:
             self._restore(state)
             self.log(f"resuming {self.csv_path} from episode {self.episodes_done}")
@@ -506,6 +555,14 @@ class Runner:
             self.optimal_hits += decision.optimal_hit
             self.optimal_seen += 1
 
+    def _slot_states(self, slot: Slot) -> list[tuple]:
+        """The states a slot's next step asks the prior about: its own, and the end state of
+        its truncated episode, if any."""
+        states = [(slot.obs, slot.history, (), self.context(slot.env))]
+        if slot.bootstrap is not None:
+            states.append(slot.bootstrap)
+        return states
+
     def _act(self, slot: Slot, action: str):
         """Step ``slot``'s env with ``action``, keeping its episode counters and history."""
         obs, reward, terminated, truncated, info = slot.env.step(action)
@@ -515,13 +572,40 @@ class Runner:
         slot.history.append(history_line(slot.obs["text"], action))
         return obs, reward, terminated, truncated, info
 
+    def _run_ahead(self) -> tuple[list[Slot], bool]:
+        """``run_ahead``: the envs that step in this batch step, and whether the evaluation
+        under way steps too. When some envs' prompts have been asked before and others' have
+        not, only the first step (and the evaluation, if all its prompts have been): their
+        proposals come from the cache, so the others wait for a later model call that gathers
+        more prompts. An env waits at most ``run_ahead`` batch steps; then all step together."""
+        ready = [self.asked(self._slot_states(s)) for s in self.slots]
+        waiting = [s for s, r in zip(self.slots, ready) if not r]
+        if not waiting or len(waiting) == len(self.slots) or \
+                max(s.waited for s in waiting) >= self.cfg.run_ahead:
+            for slot in self.slots:
+                slot.waited = 0
+            return self.slots, True
+        for slot in waiting:
+            slot.waited += 1
+        self.ahead_steps += 1
+        self.max_waited = max(self.max_waited, *(s.waited for s in waiting))
+        ev = self.in_eval
+        stepping = [s for s, r in zip(self.slots, ready) if r]
+        for slot in stepping:
+            slot.waited = 0
+        return stepping, ev is None or self.asked(ev.states)
+
     def _batch_step(self) -> None:
         cfg = self.cfg
-        states = [(s.obs, s.history, self.optimal(s.env), self.context(s.env), True)
-                  for s in self.slots]
-        boot = [s for s in self.slots if s.bootstrap is not None]
-        states += [(*s.bootstrap, False) for s in boot]
+        slots = self.slots
         ev = self.in_eval  # an evaluation overlapping training: its states join the batch
+        if self.runs_ahead:
+            slots, eval_joins = self._run_ahead()
+            ev = ev if eval_joins else None
+        states = [(s.obs, s.history, self.optimal(s.env), self.context(s.env), True)
+                  for s in slots]
+        boot = [s for s in slots if s.bootstrap is not None]
+        states += [(*s.bootstrap, False) for s in boot]
         eval_states = ev.states if ev is not None else []
         decisions = self.decide(states + eval_states,
                                 [self.agent] * len(states) + [ev.agent] * len(eval_states)
@@ -529,8 +613,8 @@ class Runner:
         if ev is not None:
             self._advance_evaluation(decisions[len(states):])
             decisions = decisions[: len(states)]
-        boot_decisions = dict(zip(map(id, boot), decisions[len(self.slots):]))
-        for slot, d in zip(self.slots, decisions):
+        boot_decisions = dict(zip(map(id, boot), decisions[len(slots):]))
+        for slot, d in zip(slots, decisions):
             if slot.pending is not None:  # complete the previous transition with C(s')
                 feats, reward, done = slot.pending
                 nxt = boot_decisions[id(slot)] if slot.bootstrap is not None else d

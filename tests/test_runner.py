@@ -2,10 +2,14 @@ import csv
 
 import pandas as pd
 import pytest
+import torch
 
 from llmrl_cli.config import build_config
 from llmrl_cli.errors import UserError
+from llmrl_cli.priors.cache import ProposalCache
+from llmrl_cli.priors.llm import LLMPrior
 from llmrl_cli.runner import CSV_COLUMNS, Runner
+from llmrl_cli.seeding import stable_seed
 
 REQUIRED = ["env", "algo", "prior", "k", "seed", "episode", "env_steps", "eval_return",
             "eval_success", "train_return", "llm_calls", "llm_cache_hits", "wall_s"]
@@ -304,3 +308,102 @@ def test_results_written_before_a_setting_existed_still_resume(tmp_path):
     longer = _cfg(tmp_path, episodes=6)
     df = pd.read_csv(Runner(longer, log=lambda *_: None).run())
     assert df.episode.iloc[-1] == 6
+
+
+# -- envs running ahead of one another (run_ahead) -------------------------------------------
+class HashedMoves(LLMPrior):
+    """An LLM backend whose completions are a hash of the prompt and the sample's index (a
+    model with no cost, so the runner's scheduling is what the test sees); counts its calls."""
+
+    def _generate(self, prompts, k):
+        self.model_calls = getattr(self, "model_calls", 0) + 1
+        return [[("left", "down", "right", "up")[stable_seed(p, j) % 4] for j in range(k)]
+                for p in prompts]
+
+
+class HashedRunner(Runner):
+    cache_path = None
+
+    def _build(self):
+        super()._build()
+        self.prior = HashedMoves(seed=self.cfg.seed, backend="hashed", model="hashed",
+                                 cache=ProposalCache(self.cache_path))
+
+
+def _run_ahead_cfg(tmp_path, run_ahead, **kw):
+    kw.setdefault("episodes", 20)
+    return _cfg(tmp_path, algo="dqn-prior", prior="local", num_envs=4, run_ahead=run_ahead, **kw)
+
+
+def test_envs_whose_prompts_were_asked_before_step_on_and_calls_gather_more_prompts(tmp_path):
+    runs = {}
+    for run_ahead in (0, 4):
+        runner = HashedRunner(_run_ahead_cfg(tmp_path / str(run_ahead), run_ahead),
+                              log=lambda *_: None)
+        runs[run_ahead] = (runner, _table(runner.run()))
+    (lockstep, lock_table), (ahead, ahead_table) = runs[0], runs[4]
+    assert lockstep.ahead_steps == 0 and lockstep.max_waited == 0
+    assert ahead.ahead_steps > 0 and 1 <= ahead.max_waited <= 4
+    assert list(ahead_table.episode) == list(lock_table.episode) == [0, 5, 10, 15, 20]
+    # every env asks its own prompts either way; fewer, fuller model calls ask them
+    per_call = {n: r.prior.stats.model_queries / r.prior.model_calls for n, (r, _) in runs.items()}
+    assert ahead.prior.model_calls < lockstep.prior.model_calls and per_call[4] > per_call[0]
+    # the same seed, the same run
+    again = HashedRunner(_run_ahead_cfg(tmp_path / "again", 4), log=lambda *_: None)
+    pd.testing.assert_frame_equal(_table(again.run()), ahead_table)
+
+
+def test_which_envs_wait_does_not_depend_on_a_persistent_cache(tmp_path):
+    """A proposal cache file filled by an earlier run answers without the model, but the envs
+    wait for the same prompts: the run is the same, only its cost columns differ."""
+    tables = []
+    for name in ("cold", "warm"):
+        runner = HashedRunner(_run_ahead_cfg(tmp_path / name, 4), log=lambda *_: None)
+        runner.cache_path = tmp_path / "proposals.sqlite"
+        tables.append(_table(runner.run()))
+        model_calls = getattr(runner.prior, "model_calls", 0)
+    assert model_calls == 0  # the warm run found every proposal in the file
+    pd.testing.assert_frame_equal(tables[1].drop(columns=COSTS), tables[0].drop(columns=COSTS))
+
+
+def test_the_checkpoint_keeps_the_prompts_asked_and_resumes_with_them(tmp_path):
+    def progress(done, total, msg):
+        if msg and done == 10:
+            raise Killed
+
+    cfg = _run_ahead_cfg(tmp_path, 4, eval_overlap=False)
+    runner = HashedRunner(cfg, progress=progress, log=lambda *_: None)
+    with pytest.raises(Killed):
+        runner.run()
+    saved = torch.load(cfg.stem.parent / "seed_0.ckpt.pt", weights_only=False)
+    assert saved["asked_prompts"] == list(runner.asked_prompts) and saved["asked_prompts"]
+    restored = []
+
+    class Resumed(HashedRunner):
+        def _restore(self, state):
+            super()._restore(state)
+            restored.append(dict(self.asked_prompts))
+
+    logs = []
+    assert list(_table(Resumed(cfg, log=logs.append).run()).episode) == [0, 5, 10, 15, 20]
+    assert logs[0].endswith("from episode 10")
+    assert list(restored[0]) == saved["asked_prompts"]
+
+
+def test_results_written_before_run_ahead_existed_count_as_lockstep(tmp_path):
+    cfg = _run_ahead_cfg(tmp_path, 0, episodes=5)
+    HashedRunner(cfg, log=lambda *_: None).run()
+    yaml_path = cfg.stem.with_suffix(".yaml")
+    yaml_path.write_text("".join(line for line in yaml_path.read_text().splitlines(True)
+                                 if not line.startswith("run_ahead:")))
+    longer = _run_ahead_cfg(tmp_path, 0, episodes=10)
+    logs = []
+    HashedRunner(longer, log=logs.append).run()  # resumes: the old run ran in lockstep
+    assert logs and logs[0].startswith("resuming")
+    with pytest.raises(UserError, match="differs in: run_ahead"):
+        HashedRunner(_run_ahead_cfg(tmp_path, 4, episodes=15), log=lambda *_: None).run()
+
+
+def test_run_ahead_must_not_be_negative(tmp_path):
+    with pytest.raises(UserError, match="run_ahead must be >= 0, got -1"):
+        _run_ahead_cfg(tmp_path, -1)

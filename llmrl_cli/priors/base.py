@@ -73,6 +73,9 @@ class ActionPrior:
     stats: PriorStats = field(default_factory=PriorStats)
     name: str = "prior"
     uses_expert: bool = False
+    #: whether a query the cache lacks costs a model call (LLM priors), so that batching
+    #: queries across envs pays
+    has_model: bool = False
 
     def propose(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
         raise NotImplementedError
@@ -157,6 +160,7 @@ class UniformMixPrior(ActionPrior):
         self.stats = self.base.stats
         self.name = self.base.name
         self.uses_expert = self.base.uses_expert
+        self.has_model = self.base.has_model
 
     def warm_up(self) -> None:
         self.base.warm_up()

@@ -68,6 +68,7 @@ class LLMPrior(ActionPrior):
     chat_template: bool = False
     permutations: int = 1
     cache: ProposalCache | None = None
+    has_model: bool = True
 
     def describe(self) -> str:
         if self.mode == "score":
