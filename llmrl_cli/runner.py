@@ -1,7 +1,8 @@
 """One run = env x algo x prior x seed: the shared online training loop, CSV and checkpoints.
 
 Every batch step makes one prior call, one encoder call and one Q forward for the
-``num_envs`` environments that step in it (all of them, unless some run ahead; below). Layout: ``<out>/<experiment>/<env>/<algo>/seed_<n>.csv``,
+``num_envs`` environments that step in it (all of them, unless some run ahead; below).
+Layout: ``<out>/<experiment>/<env>/<algo>/seed_<n>.csv``,
 with ``seed_<n>.yaml`` (resolved config) and ``seed_<n>.ckpt.pt`` (latest checkpoint) beside it.
 Checkpoints are written at every evaluation point and every ``checkpoint_minutes`` between
 them; a killed run started again with the same command resumes from the latest.
@@ -169,7 +170,8 @@ class Runner:
         if old is not None:
             old_cfg = identity_of(old)
             new_cfg = self.cfg.identity()
-            # settings added to llmrl after those results were written count as their default
+            # settings added to llmrl after those results were written count as their default,
+            # or as the value they had in effect then (VALUES_BEFORE_ADDED)
             defaults = RunConfig().to_dict()
             for key in set(new_cfg) - set(old_cfg):
                 old_cfg[key] = VALUES_BEFORE_ADDED.get(key, defaults.get(key))
@@ -579,21 +581,17 @@ class Runner:
         proposals come from the cache, so the others wait for a later model call that gathers
         more prompts. An env waits at most ``run_ahead`` batch steps; then all step together."""
         ready = [self.asked(self._slot_states(s)) for s in self.slots]
-        waiting = [s for s, r in zip(self.slots, ready) if not r]
-        if not waiting or len(waiting) == len(self.slots) or \
-                max(s.waited for s in waiting) >= self.cfg.run_ahead:
-            for slot in self.slots:
-                slot.waited = 0
-            return self.slots, True
-        for slot in waiting:
-            slot.waited += 1
-        self.ahead_steps += 1
-        self.max_waited = max(self.max_waited, *(s.waited for s in waiting))
-        ev = self.in_eval
+        if all(ready) or not any(ready) or max(
+                s.waited for s, r in zip(self.slots, ready) if not r) >= self.cfg.run_ahead:
+            ready = [True] * len(self.slots)  # all step together
+        else:
+            self.ahead_steps += 1
+        for slot, r in zip(self.slots, ready):
+            slot.waited = 0 if r else slot.waited + 1
+        self.max_waited = max(self.max_waited, *(s.waited for s in self.slots))
         stepping = [s for s, r in zip(self.slots, ready) if r]
-        for slot in stepping:
-            slot.waited = 0
-        return stepping, ev is None or self.asked(ev.states)
+        ev = self.in_eval
+        return stepping, len(stepping) == len(self.slots) or ev is None or self.asked(ev.states)
 
     def _batch_step(self) -> None:
         cfg = self.cfg
