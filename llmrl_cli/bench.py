@@ -198,6 +198,7 @@ class BenchRunner(Runner):
 class ModeResult:
     mode: str
     num_envs: int
+    run_ahead: int
     episodes: int
     env_steps: int
     wall_s: float
@@ -275,7 +276,7 @@ def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
     row = dict(zip(lines[0].split(","), lines[-1].split(",")))
     p, e = runner.prior.stats, runner.encoder.stats
     return ModeResult(
-        mode=mode, num_envs=mode_cfg.num_envs, episodes=cfg.episodes,
+        mode=mode, num_envs=mode_cfg.num_envs, run_ahead=mode_cfg.run_ahead, episodes=cfg.episodes,
         env_steps=runner.env_steps, wall_s=round(wall, 3),
         steps_per_s=round(runner.env_steps / wall, 3), prior_s=round(p.seconds, 3),
         encoder_s=round(e.seconds, 3), update_s=round(runner.update_seconds, 3),

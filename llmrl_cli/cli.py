@@ -286,6 +286,10 @@ def bench_command(
     out: Optional[Path] = typer.Option(None, help="keep each mode's run (CSV, config) under "
                                        "this folder, for `llmrl report` (default: a temporary "
                                        "folder, removed)"),
+    run_ahead: Optional[int] = typer.Option(None, help="ours: batch steps an env with a new "
+                                            "prompt may wait while the others step on from the "
+                                            "cache (default: the run setting's, 0 = lockstep); "
+                                            "the reference is always lockstep"),
     reference_stop: str = typer.Option("newline", help="when the reference's generate stops: "
                                        "newline (every sample has one; kinder) | paper (the "
                                        "paper's stop words <END>, <eos>, end-of-text)"),
@@ -312,7 +316,7 @@ def bench_command(
     agent = {"eval_episodes": eval_episodes} if eval_episodes is not None else None
     cfg = build_config(None, env=env, algo="dqn-prior", prior="local", episodes=episodes,
                        num_envs=counts[0], seed=seed, k=k, prior_model=prior_model,
-                       device=device, agent=agent)
+                       device=device, agent=agent, run_ahead=run_ahead)
     _quiet_libraries()
     with Progress(TextColumn("{task.fields[mode]:9s} episodes"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
@@ -335,7 +339,8 @@ def _print_bench(result: dict) -> None:
                         f"(k={result['k']}), {result['episodes']} episodes, seed {result['seed']}"
                         f", reference stops at: {result['reference_stop']}",
                   title_justify="left")
-    rows = [("envs stepping together", "num_envs", "{}"), ("env steps", "env_steps", "{:,}"),
+    rows = [("envs stepping together", "num_envs", "{}"),
+            ("  run ahead (steps)", "run_ahead", "{}"), ("env steps", "env_steps", "{:,}"),
             ("wall s", "wall_s", "{:.1f}"), ("env steps / s", "steps_per_s", "{:.3f}"),
             ("prior s", "prior_s", "{:.1f}"), ("encoder s", "encoder_s", "{:.1f}"),
             ("Q update s", "update_s", "{:.1f}"), ("env s", "env_s", "{:.2f}"),

@@ -89,13 +89,22 @@ def test_a_bad_num_envs_is_one_clear_error(capsys, counts):
     assert "--num-envs" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_negative_run_ahead_is_one_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--run-ahead", "-1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "run_ahead must be >= 0" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys, tmp_path):
     main(["bench", "--episodes", "2", "--eval-episodes", "2", "--num-envs", "2,3", "--json",
-          "--out", str(tmp_path / "b")])
+          "--run-ahead", "2", "--out", str(tmp_path / "b")])
     result = json.loads(capsys.readouterr().out)
     ref, ours = result["modes"]["reference"], result["modes"]["ours"]
     assert ref["num_envs"] == 1 and ours["num_envs"] == 2
+    assert ref["run_ahead"] == 0 and ours["run_ahead"] == 2  # the reference stays lockstep
     more = result["modes"]["ours-3envs"]
     assert more["num_envs"] == 3 and more["encoder_hit_rate"] < 1  # its own cold caches
     assert result["speedups"] == {"2": result["speedup"],
@@ -114,6 +123,8 @@ def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys, tmp_p
         # the reference waits for its evaluations; ours runs them beside training
         overlap = "true" if name.startswith("ours") else "false"
         assert f"eval_overlap: {overlap}\n" in (csv / "seed_0.yaml").read_text()
+        ahead = 2 if name.startswith("ours") else 0
+        assert f"run_ahead: {ahead}\n" in (csv / "seed_0.yaml").read_text()
     main(["report", str(tmp_path / "b"), "--out", str(tmp_path / "report")])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "bench-reference" in report and "bench-ours-3envs" in report
