@@ -148,7 +148,7 @@ class RunConfig:
     # online DQN runs with an LLM prior and num_envs > 1: an env whose prompt this run has not
     # asked about yet waits, at most this many batch steps, while the envs whose prompts were
     # asked before step on, so that model calls gather more prompts; 0 = all envs in lockstep
-    # (the default until its learning check is done; 4 was measured)
+    # (the default: over 150 Frozen Lake episodes, 4 saved little and may bias learning; README)
     run_ahead: int = 0
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
