@@ -249,6 +249,38 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+#: CPU flags that decide which kernels the prior's matrix multiplies get
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def host_info(device: str = "auto") -> dict:
+    """What the bench ran on, for its JSON: CPU model (from /proc/cpuinfo where there is one),
+    cores, the kernel-relevant CPU flags, torch's threads and version, and the GPU if used."""
+    import os
+    import platform
+
+    info: dict = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                  "threads": torch.get_num_threads(), "torch": torch.__version__}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" in fields:
+        info["cpu"] = fields["model name"]
+        info["cpu_family_model"] = f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}"
+        flags = set(fields.get("flags", "").split())
+        info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
+    from .devices import resolve_device
+
+    if resolve_device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
 def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
              name: str | None = None, reference_stop: str = "newline") -> ModeResult:
     """Train ``cfg`` in ``mode`` (reference | ours) from cold caches; measure it. The run is the
@@ -324,7 +356,7 @@ def bench(cfg: RunConfig, modes: tuple[str, ...] = MODES, progress_for=None,
             tmp.cleanup()
     out = {"env": cfg.env, "algo": cfg.algo, "prior": cfg.prior_label, "model": cfg.prior_model,
            "k": cfg.k, "seed": cfg.seed, "episodes": cfg.episodes,
-           "reference_stop": reference_stop,
+           "reference_stop": reference_stop, "host": host_info(cfg.device),
            "modes": {m: dataclasses.asdict(r) for m, r in results.items()}}
     if "reference" in results and "ours" in results:
         reference = results["reference"].steps_per_s

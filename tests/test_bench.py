@@ -1,11 +1,14 @@
 """`llmrl bench`: the reference pattern's pieces behave as the paper's code does."""
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from llmrl_cli.bench import ReferenceEncoder, ReferencePrior
+from llmrl_cli.bench import CPU_FLAGS, ReferenceEncoder, ReferencePrior, host_info
 from llmrl_cli.cli import main
 from llmrl_cli.encoders import TextEncoder
 from llmrl_cli.priors.probe import probe_states
@@ -89,6 +92,15 @@ def test_a_bad_num_envs_is_one_clear_error(capsys, counts):
     assert "--num-envs" in err and len(err.strip().splitlines()) == 1
 
 
+def test_host_info_names_the_cpu_its_cores_and_torch():
+    host = host_info("cpu")
+    assert host["cores"] == os.cpu_count() and host["threads"] == torch.get_num_threads()
+    assert host["torch"] == torch.__version__ and "gpu" not in host
+    if Path("/proc/cpuinfo").exists():
+        assert host["cpu"] and set(host["cpu_flags"]) <= set(CPU_FLAGS)
+        assert re.fullmatch(r"\d+/\d+", host["cpu_family_model"])
+
+
 def test_a_negative_run_ahead_is_one_clear_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "--run-ahead", "-1"])
@@ -105,6 +117,7 @@ def test_bench_runs_both_modes_on_one_budget_and_reports_the_ratio(capsys, tmp_p
     ref, ours = result["modes"]["reference"], result["modes"]["ours"]
     assert ref["num_envs"] == 1 and ours["num_envs"] == 2
     assert ref["run_ahead"] == 0 and ours["run_ahead"] == 2  # the reference stays lockstep
+    assert result["host"] == host_info()  # what it ran on, for comparing runs across machines
     more = result["modes"]["ours-3envs"]
     assert more["num_envs"] == 3 and more["encoder_hit_rate"] < 1  # its own cold caches
     assert result["speedups"] == {"2": result["speedup"],
