@@ -37,6 +37,8 @@ Steps per second count training env steps over the whole run's wall time.
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
+from .devices import resolve_device
 from .encoders import TextEncoder
 from .errors import UserError
 from .priors.cache import ProposalCache
@@ -256,9 +259,6 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 def host_info(device: str = "auto") -> dict:
     """What the bench ran on, for its JSON: CPU model (from /proc/cpuinfo where there is one),
     cores, the kernel-relevant CPU flags, torch's threads and version, and the GPU if used."""
-    import os
-    import platform
-
     info: dict = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                   "threads": torch.get_num_threads(), "torch": torch.__version__}
     try:
@@ -274,8 +274,6 @@ def host_info(device: str = "auto") -> dict:
         info["cpu_family_model"] = f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}"
         flags = set(fields.get("flags", "").split())
         info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
-    from .devices import resolve_device
-
     if resolve_device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info

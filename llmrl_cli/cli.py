@@ -362,10 +362,10 @@ def _print_bench(result: dict) -> None:
         table.add_row(label, *[fmt.format(modes[m][key]) for m in modes])
     out = Console()
     out.print(table)
-    host = result.get("host", {})
-    out.print(f"host: {host.get('cpu')} ({host.get('cpu_family_model', '?')}), "
-              f"{host.get('cores')} cores, {host.get('threads')} threads, flags "
-              f"{' '.join(host.get('cpu_flags', [])) or '-'}, torch {host.get('torch')}"
+    host = result["host"]
+    out.print(f"host: {host['cpu']} ({host.get('cpu_family_model', '?')}), "
+              f"{host['cores']} cores, {host['threads']} threads, flags "
+              f"{' '.join(host.get('cpu_flags', [])) or '-'}, torch {host['torch']}"
               + (f", GPU {host['gpu']}" if "gpu" in host else ""))
     for count, speedup in result.get("speedups", {}).items():
         out.print(f"speed-up (env steps / s, ours with {count} envs over reference): "

@@ -1,5 +1,6 @@
 """`llmrl bench`: the reference pattern's pieces behave as the paper's code does."""
 
+import dataclasses
 import json
 import os
 import re
@@ -99,6 +100,29 @@ def test_host_info_names_the_cpu_its_cores_and_torch():
     if Path("/proc/cpuinfo").exists():
         assert host["cpu"] and set(host["cpu_flags"]) <= set(CPU_FLAGS)
         assert re.fullmatch(r"\d+/\d+", host["cpu_family_model"])
+
+
+def test_the_bench_table_names_each_mode_s_run_ahead_and_the_host(capsys):
+    from llmrl_cli.bench import ModeResult
+    from llmrl_cli.cli import _print_bench
+
+    def mode(name, envs, ahead, steps_per_s):
+        return dataclasses.asdict(ModeResult(
+            mode=name, num_envs=envs, run_ahead=ahead, episodes=2, env_steps=10, wall_s=5.0,
+            steps_per_s=steps_per_s, prior_s=1.0, encoder_s=1.0, update_s=1.0, env_s=1.0,
+            llm_queries=4, llm_model_queries=2, llm_tokens=9, prompt_tokens=8, reused_tokens=4,
+            prior_hit_rate=0.5, encoder_texts=6, encoder_hit_rate=0.5, peak_rss_mb=100.0,
+            eval_return=0.0, eval_success=0.0))
+
+    host = {"cpu": "Some CPU", "cores": 2, "threads": 2, "torch": "2.13.0+cpu"}  # no cpuinfo
+    _print_bench({"env": "frozenlake", "model": "m", "k": 5, "episodes": 2, "seed": 0,
+                  "reference_stop": "newline", "host": host, "speedups": {"8": 8.0},
+                  "modes": {"reference": mode("reference", 1, 0, 0.5),
+                            "ours": mode("ours", 8, 4, 4.0)}})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "run ahead (steps) │ 0 │ 4 │" in out
+    assert "host: Some CPU (?), 2 cores, 2 threads, flags -, torch 2.13.0+cpu" in out
+    assert "ours with 8 envs over reference): 8.0x" in out
 
 
 def test_a_negative_run_ahead_is_one_clear_error(capsys):
