@@ -36,6 +36,10 @@ def _run(capsys, *args):
     (("run", "--device", "tpu"), "llmrl: error: unknown device 'tpu'; choose one of: auto, cpu, cuda"),
     (("run", "--bogus"), "llmrl: error: no such option: --bogus; valid options: --algo,"),
     (("report", "/no/such/folder"), "llmrl: error: results folder '/no/such/folder' does not exist"),
+    (("evaluate",), "llmrl: error: missing argument run; see `llmrl evaluate --help`"),
+    (("sweep",), "llmrl: error: missing argument file; see `llmrl sweep --help`"),
+    (("collect", "--env", "frozenlake"),
+     "llmrl: error: missing option --out; see `llmrl collect --help`"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
