@@ -544,16 +544,15 @@ def main(argv: list[str] | None = None) -> None:
         hint = f"; valid options: {', '.join(options)}" if options else ""
         print(f"llmrl: error: no such option: {exc.option_name}{hint}", file=sys.stderr)
         sys.exit(2)
-    except click_exceptions.MissingParameter as exc:  # a BadParameter with an empty message
-        where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
-        kind = "argument" if exc.param is not None and exc.param.param_type_name == "argument" \
-            else "option"
-        name = (exc.param.opts[0] if exc.param is not None and exc.param.opts else "a value")
-        print(f"llmrl: error: missing {kind} {name}{where}", file=sys.stderr)
-        sys.exit(2)
     except click_exceptions.BadParameter as exc:
-        name = exc.param.opts[0] if exc.param is not None and exc.param.opts else "a parameter"
-        print(f"llmrl: error: bad value for {name}: {exc.message}", file=sys.stderr)
+        param = exc.param
+        name = param.opts[0] if param is not None and param.opts else "a parameter"
+        if isinstance(exc, click_exceptions.MissingParameter) and param is not None:
+            # its message is empty: say which argument or option is missing, and where help is
+            where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+            print(f"llmrl: error: missing {param.param_type_name} {name}{where}", file=sys.stderr)
+        else:
+            print(f"llmrl: error: bad value for {name}: {exc.message}", file=sys.stderr)
         sys.exit(2)
     except click_exceptions.UsageError as exc:
         print(f"llmrl: error: {exc.format_message()}".replace("\n", " "), file=sys.stderr)
