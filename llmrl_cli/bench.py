@@ -17,11 +17,12 @@ in how the pieces are driven:
     tokenizer's end-of-text; ``value-based/train_overcooked.py``), which rarely fire before
     ``max_new_tokens`` (10), so most calls decode all 10 tokens as the paper's did.
 
-  Either way each sample is then cut at its first newline, as our path cuts it: the tokens
-  after the newline are drawn but never used, so the stop rule changes the cost and not the
-  proposals. Sampling is plain temperature/top-p (``top_k=0``), the distribution our path draws
-  from, so the two modes learn from the same prior;
-- an in-memory proposal memo keyed by the prompt (history + observation; its ``saved_actions``);
+  Both modes run with the same stop rule (``newline``: ``stop_on_newline`` on; ``paper``: off)
+  and cut each sample as our path does (``llm.cut_completion``), so the stop rule changes the
+  cost and not the proposals. Sampling is plain temperature/top-p (``top_k=0``), the
+  distribution our path draws from, so the two modes learn from the same prior;
+- an in-memory proposal memo keyed by the prompt (history + observation; its ``saved_actions``;
+  both modes run with memoised draws, ``prior_draws: memo``, as that script does);
 - every candidate encoded afresh at every step (no embedding cache);
 - 40 gradient steps every 5 episodes (the env preset's schedule, shared by both modes).
 
@@ -51,14 +52,13 @@ from .devices import resolve_device
 from .encoders import TextEncoder
 from .errors import UserError
 from .priors.cache import ProposalCache
+from .priors.llm import PAPER_STOP_WORDS, cut_completion
 from .priors.local import LocalLLMPrior
 from .runner import Runner, Slot
 
 MODES = ("reference", "ours")
 #: when the reference's generate stops (see the module docstring)
 REFERENCE_STOPS = ("newline", "paper")
-#: the stop words of the paper's Overcooked script (the tokenizer's end-of-text is added to them)
-PAPER_STOP_WORDS = ("<END>", "<eos>")
 
 
 def check_reference_stop(reference_stop: str) -> None:
@@ -80,7 +80,7 @@ class ReferencePrior(LocalLLMPrior):
     stop: str = "newline"
 
     @torch.inference_mode()
-    def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
+    def _generate(self, jobs: list[tuple[str, int]], k: int) -> list[list[str]]:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         self._load()
@@ -101,7 +101,7 @@ class ReferencePrior(LocalLLMPrior):
                 return all(any(stop in t for stop in stops) for t in texts)
 
         out = []
-        for prompt in prompts:
+        for prompt, _ in jobs:  # memoised draws: every job is a prompt's first block
             encoded = tok(self._format(prompt), return_tensors="pt", add_special_tokens=False)
             ids = encoded.input_ids.to(lm.device)
             result = lm.generate(
@@ -116,7 +116,7 @@ class ReferencePrior(LocalLLMPrior):
             new = result.sequences[:, ids.shape[1]:]
             self.stats.tokens += int(new.numel())
             texts = tok.batch_decode(new, skip_special_tokens=True)
-            out.append([t.split("\n", 1)[0].strip() for t in texts])
+            out.append([cut_completion(t, self.stop_on_newline) for t in texts])
         return out
 
 
@@ -291,6 +291,8 @@ def run_mode(cfg: RunConfig, mode: str, root: Path, progress=None,
     mode_cfg = dataclasses.replace(cfg, num_envs=1 if reference else cfg.num_envs,
                                    eval_overlap=cfg.eval_overlap and not reference,
                                    run_ahead=0 if reference else cfg.run_ahead,
+                                   prior_draws="memo",
+                                   stop_on_newline=reference_stop == "newline",
                                    out=str(root), experiment=experiment)
     scratch = root / experiment
     scratch.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def _quiet_libraries() -> None:
 def run(
     env: Optional[str] = typer.Option(None, help="environment (see `llmrl envs`)"),
     algo: Optional[str] = typer.Option(
-        None, help="dqn | dqn-prior | cql | cql-prior | gflan | gflan-prior"),
+        None, help="dqn | dqn-prior | cql | cql-prior | gflan | gflan-prior | llm"),
     prior: Optional[str] = typer.Option(
         None, help="uniform | local | vllm | expert-mix:EPS (see `llmrl priors`)"),
     prior_model: Optional[str] = typer.Option(
@@ -56,7 +56,18 @@ def run(
         None, help="score mode: average over N orderings of the actions in the prompt (1)"),
     prior_uniform_mix: Optional[float] = typer.Option(
         None, help="smooth the prior: (1-EPS)*p_LLM + EPS*uniform (default 0, off)"),
-    projection: Optional[str] = typer.Option(None, help="default | paper"),
+    projection: Optional[str] = typer.Option(
+        None, help="sample mode: paper (substring count, the default) | normalised (ours)"),
+    stop_on_newline: Optional[bool] = typer.Option(
+        None, "--stop-on-newline/--no-stop-on-newline",
+        help="sample mode: also stop and cut completions at a newline (ours; paper: no)"),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, help="sample mode: tokens per completion (paper 10)"),
+    prior_draws: Optional[str] = typer.Option(
+        None, help="fresh (new proposals at every visit of a prompt) | memo (the first ones "
+        "for the whole run); default: the env's, as the paper"),
+    history_length: Optional[int] = typer.Option(
+        None, help="observation/action lines in the prior's prompt (default: the env's)"),
     chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template",
                                                  help="wrap prompts in the model's chat template"),
     temperature: Optional[float] = typer.Option(None, help="prior sampling temperature (1.0)"),
@@ -87,6 +98,8 @@ def run(
     flags = dict(env=env, algo=algo, prior=prior, prior_model=prior_model, prior_url=prior_url,
                  prior_mode=prior_mode, prior_permutations=prior_permutations,
                  prior_uniform_mix=prior_uniform_mix, projection=projection,
+                 stop_on_newline=stop_on_newline, max_new_tokens=max_new_tokens,
+                 prior_draws=prior_draws, history_length=history_length,
                  chat_template=chat_template, temperature=temperature, top_p=top_p, k=k,
                  episodes=episodes, seed=seed, num_envs=num_envs, device=device, encoder=encoder,
                  experiment=experiment, out=out, prior_cache=prior_cache, dataset=dataset,
@@ -135,16 +148,24 @@ def evaluate(
                                         "run's own)"),
     k: Optional[int] = typer.Option(None, help="proposals per state (default: the run's)"),
     prior_mode: Optional[str] = typer.Option(None, help="sample | score (default: the run's)"),
+    prior_model: Optional[str] = typer.Option(
+        None, help="another prior model (local: folder or .gguf; vllm: the served name)"),
+    prior_url: Optional[str] = typer.Option(None, help="vllm: another server"),
+    temperature: Optional[float] = typer.Option(None, help="prior sampling temperature"),
+    top_p: Optional[float] = typer.Option(None, help="prior nucleus sampling"),
     env_option: list[str] = typer.Option([], help="KEY=VALUE env option, e.g. split=unseen "
                                           "(repeatable)"),
     episodes: Optional[int] = typer.Option(None, help="eval episodes (default: the run's)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
 ) -> None:
-    """Evaluate a trained Q-function with another prior, k or env option (generalisation)."""
+    """Evaluate a trained Q-function with another prior, model, k, decoding or env option
+    (generalisation; the paper's test: --prior vllm --prior-model Qwen1.5-32B --k 15
+    --temperature 0.8 --top-p 0.95)."""
     from .evaluate import EvalSpec, eval_csv_path, evaluate_run
 
     cfg = run_config_of(run, device)
-    spec = EvalSpec(prior=prior, k=k, prior_mode=prior_mode,
+    spec = EvalSpec(prior=prior, k=k, prior_mode=prior_mode, prior_model=prior_model,
+                    prior_url=prior_url, temperature=temperature, top_p=top_p,
                     env_kwargs=parse_env_options(env_option), episodes=episodes)
     _quiet_libraries()
     row = evaluate_run(cfg, spec, log=lambda msg: console.print(msg))
@@ -252,6 +273,27 @@ def collect(
     typer.echo(str(out))
 
 
+dataset_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                          help="Offline datasets: import the paper's.")
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("import-paper")
+def dataset_import_paper(
+    path: Path = typer.Argument(..., help="the paper's pickle (value-based/overcooked_data/"
+                                "*.pkl) or a clone of github.com/yanxue7/RL-LLM-Prior"),
+    out: Optional[Path] = typer.Option(
+        None, help="file to write (default: <cache>/datasets/paper-overcooked-salad.jsonl, "
+        "which offline overcooked-salad runs use when no --dataset is given)"),
+) -> None:
+    """Convert the paper's Overcooked (Salad) dataset from your clone (llmrl ships no copy)."""
+    from .data.paper_dataset import import_paper
+
+    written, data = import_paper(path, out)
+    typer.echo(f"wrote {written}: {len(data)} transitions, {len(data.episodes())} episodes "
+               f"({data.successful_episodes()} successful)")
+
+
 @app.command()
 def report(
     results: Path = typer.Argument(Path("results"), help="results folder (or one experiment)"),
@@ -316,7 +358,8 @@ def bench_command(
     agent = {"eval_episodes": eval_episodes} if eval_episodes is not None else None
     cfg = build_config(None, env=env, algo="dqn-prior", prior="local", episodes=episodes,
                        num_envs=counts[0], seed=seed, k=k, prior_model=prior_model,
-                       device=device, agent=agent, run_ahead=run_ahead)
+                       device=device, agent=agent, run_ahead=run_ahead,
+                       prior_draws="memo")  # the reference pattern memoises (bench.py)
     _quiet_libraries()
     with Progress(TextColumn("{task.fields[mode]:9s} episodes"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
@@ -370,6 +413,31 @@ def _print_bench(result: dict) -> None:
     for count, speedup in result.get("speedups", {}).items():
         out.print(f"speed-up (env steps / s, ours with {count} envs over reference): "
                   f"{speedup:.1f}x")
+
+
+@app.command()
+def prompt(
+    env: str = typer.Option("frozenlake", help="environment (see `llmrl envs`)"),
+    seed: int = typer.Option(0, help="the run seed whose first training episode to show"),
+    steps: int = typer.Option(3, help="how many states to show"),
+    algo: str = typer.Option("dqn-prior", help="the algo whose settings apply (history length)"),
+    config: Optional[Path] = typer.Option(None, help="YAML file of settings"),
+) -> None:
+    """Print the exact prompts the prior sees for the first states of a seeded episode, and
+    the Q-network's input text for one candidate (the action taken: the expert's, else the
+    first admissible one)."""
+    from .config import build_config, load_yaml
+    from .prompt_walk import walk
+
+    if steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    cfg = build_config(load_yaml(config) if config else None, env=env, seed=seed, algo=algo)
+    for item in walk(cfg, steps):
+        typer.echo(f"===== state {item.step}: prompt "
+                   f"({cfg.env}, {cfg.algo}, seed {cfg.seed}, history {cfg.history_length}) =====")
+        typer.echo(item.prompt)
+        typer.echo(f"----- Q-network input for the candidate {item.action!r} -----")
+        typer.echo(item.q_input)
 
 
 @app.command()

@@ -21,6 +21,8 @@ from .agents.dqn import DQNConfig
 from .agents.gflan import GFlanConfig
 from .devices import DTYPE_CHOICES
 from .errors import UserError, unknown_choice
+from .priors.draws import DRAWS
+from .priors.projection import LEGACY_PROJECTIONS, PROJECTIONS
 
 ALGOS = {
     "dqn": "online Q-learning over all admissible actions (baseline)",
@@ -29,6 +31,8 @@ ALGOS = {
     "cql-prior": "offline conservative Q-learning over k LLM-proposed actions",
     "gflan": "the LLM as the policy over admissible actions, PPO with LoRA (GLAM)",
     "gflan-prior": "gflan + beta * KL(pi || frozen LLM prior), estimated from k prior samples",
+    "llm": "the prior alone (pure-LLM baseline): acts by one of its k proposals (greedy: the "
+           "most frequent), no learning",
 }
 #: algos trained on a fixed dataset (``--dataset``), evaluated online in the env
 OFFLINE_ALGOS = ("cql", "cql-prior")
@@ -36,34 +40,24 @@ OFFLINE_ALGOS = ("cql", "cql-prior")
 BASELINE_ALGOS = ("dqn", "cql")
 #: algos whose policy is the local LLM itself, trained with PPO + LoRA (llmrl_cli/gflan.py)
 POLICY_ALGOS = ("gflan", "gflan-prior")
+#: algos that act by the prior's proposals alone and learn nothing
+PRIOR_ONLY_ALGOS = ("llm",)
 PRIOR_MODES = ("sample", "score")
-PROJECTIONS = ("default", "paper")
 
-def _overcooked_preset() -> dict[str, Any]:
-    """Overcooked (Tomato / Salad): the paper's DQN settings.
-
-    200 episodes; eval every 20 episodes over 10 episodes with softmax(Q/0.1), as its
-    ``evaluate_q``; batch 64, buffer 4000, soft target tau 0.005, 40 gradient steps every 5
-    episodes; softmax(Q/0.1) exploration over the proposals for dqn-prior and eps-greedy 0.1
-    (its ``--epsilon`` default) for the dqn baseline. ``feature_norm`` is ours, as for Frozen Lake.
-    """
-    return {
-        "episodes": 200,
-        "agent": {"batch_size": 64, "buffer_size": 4000, "target_update": "soft", "tau": 0.005,
-                  "train_every": 5, "train_iters": 40, "eval_every": 20, "eval_episodes": 10,
-                  "eval_policy": "softmax", "alpha": 0.1, "feature_norm": True},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.1},
-            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
-        },
-    }
+def _overcooked_agent() -> dict[str, Any]:
+    """The value-learning settings both Overcooked scripts share (value-based/readme.md:44-46;
+    train_overcooked.py:835-842): batch 64, buffer 4000, soft target tau 0.005, 40 gradient
+    steps every 5 episodes, eval every 20 episodes over 10 episodes, alpha 10 as a multiplier
+    (= 0.1 here). ``feature_norm`` is ours (see DQNConfig.feature_norm)."""
+    return {"batch_size": 64, "buffer_size": 4000, "target_update": "soft", "tau": 0.005,
+            "train_every": 5, "train_iters": 40, "eval_every": 20, "eval_episodes": 10,
+            "alpha": 0.1, "feature_norm": True}
 
 
-#: Per-env settings. Frozen Lake is not in the paper: its preset is ours. It keeps the paper's
-#: Overcooked value-learning settings (batch 64, buffer 4000, soft tau 0.005, 40 gradient steps
-#: every 5 episodes) and adds feature standardisation (see DQNConfig.feature_norm), eps-greedy
-#: 0.3 for the baseline and greedy evaluation; with these, dqn solves the 4x4 map in 60-140
-#: episodes over seeds 0-2 (measured). dqn-prior keeps the paper's softmax(Q/0.1) exploration.
+#: Per-env settings: the paper's, from its scripts (docs/paper-settings.md has each with its
+#: file and line). Frozen Lake is one of the paper's three environments, but its code is not
+#: public (the scripts import AIF.env.frozen_lake), so its schedule is ours: the Overcooked
+#: value-learning settings, 300 episodes, greedy evaluation, eps-greedy 0.3 for the baseline.
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "frozenlake": {
         "episodes": 300,
@@ -74,20 +68,44 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
             "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
         },
     },
-    "overcooked-tomato": _overcooked_preset(),
-    "overcooked-salad": _overcooked_preset(),
-    # ALFWorld (Pick): the paper's DQN settings (specs/algorithms.md): 1000 episodes, eval every
-    # 80 (greedy, as its evaluate_q; 26 episodes, as many as its task strings), batch 128,
-    # buffer 20000, hard target copy every 20 gradient steps, a training phase every 10 episodes
-    # from episode 40 drawing 4 x |buffer| samples, eps-greedy 0.2 over the candidates.
-    # feature_norm is ours, as for the other envs.
+    # train_overcooked.py: 3 history lines (hislen, l.27), proposals memoised per prompt
+    # (l.301-316), softmax(10 Q) acting for the prior (l.380-381) and in evaluation for both
+    # algos (evaluate_q, l.575-576), 200 episodes; the DQN command passes --epsilon 0.2 (l.44)
+    "overcooked-tomato": {
+        "episodes": 200, "history_length": 3, "prior_draws": "memo",
+        "agent": {**_overcooked_agent(), "eval_policy": "softmax"},
+        "per_algo": {
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
+            "dqn-prior": {"exploration": "softmax"},
+        },
+    },
+    # test_overcooked_salad.py: 5 history lines (l.29), fresh proposals at every visit
+    # (l.304-305), eps 0.2 uniform over the proposals else softmax(10 Q) (l.359-368, readme
+    # l.46), greedy evaluation (l.524), 300 episodes (readme l.46), training from episode 20
+    # (l.767)
+    "overcooked-salad": {
+        "episodes": 300, "history_length": 5, "prior_draws": "fresh",
+        "agent": {**_overcooked_agent(), "eval_policy": "greedy", "train_start": 20},
+        "per_algo": {
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
+            "dqn-prior": {"exploration": "eps-softmax", "epsilon": 0.2},
+        },
+    },
+    # train_alfworld.py and readme l.33: 1000 episodes, eval every 80 (one greedy episode per
+    # task string, 26), batch 128, buffer 20000, hard target copy every 20 gradient steps, a
+    # training phase every 10 episodes from episode 40 drawing 4 x |buffer| samples (l.892-899),
+    # eps-greedy 0.2 over the candidates, fresh proposals at every visit, failed episodes kept
+    # out of the buffer beyond 100 more than the successes (l.34, 574-595); the DQN baseline's
+    # candidate list is the admissible one cut or repeated to 30 (l.293-315). The prompt has no
+    # history (l.320-327).
     "alfworld-pick": {
-        "episodes": 1000,
+        "episodes": 1000, "history_length": 0, "prior_draws": "fresh",
         "agent": {"batch_size": 128, "buffer_size": 20000, "target_update": "hard",
                   "target_update_every": 20, "train_every": 10, "train_start": 40,
                   "train_passes": 4.0, "eval_every": 80, "eval_episodes": 26,
                   "eval_policy": "greedy", "exploration": "eps-greedy", "epsilon": 0.2,
-                  "feature_norm": True},
+                  "feature_norm": True, "buffer_balance": "paper"},
+        "per_algo": {"dqn": {"baseline_candidates": 30}},
     },
 }
 
@@ -99,12 +117,18 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
 OFFLINE_PRESET_AGENT_KEYS = ("eval_episodes", "feature_norm")
 
 #: Settings that do not change a run's results (a run may resume or extend across them).
-NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "encoder_cache_size",
+NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "prior_draw_pool",
+                     "encoder_cache_size",
                      "prefix_cache_mb", "prior_batch_kv_mb", "prior_cpu_kernels",
                      "checkpoint_minutes", "eval_overlap")
 #: Settings added after results were first written whose effect, in results written before,
 #: was not their default (so a resume finds those results' settings as they ran)
-VALUES_BEFORE_ADDED = {"run_ahead": 0}
+VALUES_BEFORE_ADDED = {"run_ahead": 0, "stop_on_newline": True, "prior_draws": "memo",
+                       "history_length": 3, "baseline_candidates": 0}
+#: The same for agent settings
+AGENT_VALUES_BEFORE_ADDED = {"dataset_max_new_tokens": 10, "buffer_balance": "off"}
+#: Agent settings since removed, with the value under which old results match the code now
+REMOVED_AGENT_SETTINGS = {"reference_td_broadcast": False}
 #: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
 NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
 
@@ -121,12 +145,31 @@ class RunConfig:
     prior_mode: str = "sample"
     prior_permutations: int = 1  # score mode: average over this many action orderings
     prior_uniform_mix: float = 0.0
-    projection: str = "default"
+    # sample mode: how a completion becomes an admissible action; "paper" = the paper's
+    # substring count, ties to the later action, nothing matched -> the last action;
+    # "normalised" = ours (priors/projection.py)
+    projection: str = "paper"
+    # sample mode: also stop and cut each completion at its first newline (ours; the paper
+    # stops only at <END>, <eos> and end-of-text)
+    stop_on_newline: bool = False
+    # "fresh": the n-th visit of a prompt gets new draws; "memo": every visit gets the first
+    # (priors/draws.py; the paper memoises only in Overcooked Tomato)
+    prior_draws: str = "fresh"
+    # fresh draws: a prompt the model is asked about draws this many visits' blocks at once
+    # (its own and the next ones, cached for its later visits); the draws are the same as one
+    # by one, so results do not change, only the cost (1 = one block per call)
+    prior_draw_pool: int = 4
     chat_template: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 10
-    k: int = 5
+    temperature: float = 1.0  # sampling temperature (paper 1.0; its ALFWorld test 0.8)
+    top_p: float = 1.0  # nucleus sampling (paper 1.0; its ALFWorld test 0.95)
+    max_new_tokens: int = 10  # per completion (paper 10; CQL's dataset proposals 20)
+    k: int = 5  # proposals per state (paper 5; its ALFWorld test 15)
+    # observation/action lines of history in the prior's prompt (paper: Tomato 3, Salad 5,
+    # ALFWorld none)
+    history_length: int = 3
+    # dqn: > 0 cuts or repeats the admissible list to this many candidates (paper's ALFWorld
+    # DQN: 30); 0 = every admissible action once
+    baseline_candidates: int = 0
     episodes: int = 300
     seed: int = 0
     num_envs: int = 1
@@ -179,10 +222,14 @@ class RunConfig:
 
 
 def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings without those that do not change results (NON_IDENTITY_*)."""
+    """The settings without those that do not change results (NON_IDENTITY_*), with names
+    earlier versions wrote translated (LEGACY_PROJECTIONS, REMOVED_AGENT_SETTINGS)."""
     out = {k: v for k, v in settings.items() if k not in NON_IDENTITY_KEYS}
+    if out.get("projection") in LEGACY_PROJECTIONS:
+        out["projection"] = LEGACY_PROJECTIONS[out["projection"]]
     if isinstance(out.get("agent"), dict):
-        out["agent"] = {k: v for k, v in out["agent"].items() if k not in NON_IDENTITY_AGENT_KEYS}
+        out["agent"] = {k: v for k, v in out["agent"].items() if k not in NON_IDENTITY_AGENT_KEYS
+                        and REMOVED_AGENT_SETTINGS.get(k, object()) != v}
     return out
 
 
@@ -287,12 +334,16 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
         preset = {**preset, "per_algo": {},
                   "agent": {k: v for k, v in preset.get("agent", {}).items()
                             if k in OFFLINE_PRESET_AGENT_KEYS}}
+    run_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}
     for layer in (preset, yaml_data):
         layer = dict(layer)
         per_algo = layer.pop("per_algo", {}) or {}
         agent_data = _merge(agent_data, layer.pop("agent", {}) or {})
-        agent_data = _merge(agent_data, per_algo.get(algo, {}) or {})
         merged = _merge(merged, layer)
+        # an algo's own settings: run settings (history_length, ...) or agent ones (epsilon, ...)
+        own = per_algo.get(algo, {}) or {}
+        merged = _merge(merged, {k: v for k, v in own.items() if k in run_keys})
+        agent_data = _merge(agent_data, {k: v for k, v in own.items() if k not in run_keys})
     agent_data = _merge(agent_data, flags.pop("agent", {}) or {})
     merged = _merge(merged, flags)
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}
@@ -301,6 +352,8 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
         raise UserError(f"unknown setting(s) {', '.join(sorted(unknown))}; valid run settings: "
                         f"{', '.join(sorted(run_fields))} (and 'agent', 'per_algo')")
     merged = check_types(RunConfig, merged)
+    if merged.get("projection") in LEGACY_PROJECTIONS:
+        merged["projection"] = LEGACY_PROJECTIONS[merged["projection"]]
     agent_cls = CQLConfig if algo in OFFLINE_ALGOS else DQNConfig
     if algo in POLICY_ALGOS:
         agent_cls = GFlanConfig
@@ -334,6 +387,9 @@ def validate(cfg: RunConfig) -> None:
     elif cfg.prior is None:
         cfg.prior = "local"
     check_prior_name(cfg.prior)
+    if cfg.algo in PRIOR_ONLY_ALGOS and cfg.prior == "uniform":
+        raise UserError(f"--algo {cfg.algo} acts by the prior alone; give it an LLM or "
+                        "expert-mix prior, not --prior uniform (that is a random policy)")
     if cfg.algo in POLICY_ALGOS and cfg.prior != "local":
         raise UserError(f"--algo {cfg.algo} trains the LLM itself in-process: use --prior local "
                         f"(another model: --prior-model FOLDER), not --prior {cfg.prior}")
@@ -341,6 +397,8 @@ def validate(cfg: RunConfig) -> None:
         raise unknown_choice("prior mode", cfg.prior_mode, PRIOR_MODES)
     if cfg.projection not in PROJECTIONS:
         raise unknown_choice("projection", cfg.projection, PROJECTIONS)
+    if cfg.prior_draws not in DRAWS:
+        raise unknown_choice("prior_draws", cfg.prior_draws, DRAWS)
     if cfg.prior_dtype not in DTYPE_CHOICES:
         raise unknown_choice("prior_dtype", cfg.prior_dtype, DTYPE_CHOICES)
     checks = [
@@ -348,6 +406,15 @@ def validate(cfg: RunConfig) -> None:
         (cfg.episodes >= 1, f"--episodes must be >= 1, got {cfg.episodes}"),
         (cfg.num_envs >= 1, f"--num-envs must be >= 1, got {cfg.num_envs}"),
         (cfg.run_ahead >= 0, f"run_ahead must be >= 0, got {cfg.run_ahead}"),
+        (cfg.run_ahead == 0 or cfg.prior_draws == "memo",
+         "run_ahead steps envs whose proposals are cached; it needs prior_draws: memo (under "
+         "fresh draws every visit asks the model)"),
+        (cfg.history_length >= 0, f"history_length must be >= 0, got {cfg.history_length}"),
+        (cfg.prior_draw_pool >= 1, f"prior_draw_pool must be >= 1, got {cfg.prior_draw_pool}"),
+        (cfg.baseline_candidates >= 0,
+         f"baseline_candidates must be >= 0, got {cfg.baseline_candidates}"),
+        (cfg.baseline_candidates == 0 or cfg.algo in BASELINE_ALGOS,
+         f"baseline_candidates is for the baselines ({', '.join(BASELINE_ALGOS)})"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
         (cfg.encoder_cache_size >= 0,
          f"encoder_cache_size must be >= 0, got {cfg.encoder_cache_size}"),

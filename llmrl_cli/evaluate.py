@@ -1,7 +1,8 @@
 """``llmrl evaluate``: a finished run's final Q-function, evaluated with another prior, another
-k, another prior mode or other env options (ALFWorld's unseen tasks) -- the paper's
-generalisation study (Sec. 5.3: a Q trained with one prior and k, tested on unseen tasks and
-with other LLMs and k = 1, 5, 15).
+model or server, another k, prior mode or decoding (temperature, top_p), or other env options
+(ALFWorld's unseen tasks) -- the paper's generalisation study (a Q trained with one prior and k,
+tested on unseen tasks and with other LLMs and k; its test command uses Qwen1.5-32B, k 15,
+T 0.8, top_p 0.95: readme.md:37, value-based/test_alfworld.py).
 
 Only the evaluation changes: the Q-network (and its feature normaliser) comes from the run's
 final checkpoint; episodes, seeds and the evaluation policy are the run's own (``episodes``
@@ -14,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ EVAL_COLUMNS = [
     "env", "algo", "prior", "k", "prior_mode", "seed", "episode", "eval_prior", "eval_k",
     "eval_prior_mode", "eval_env_kwargs", "eval_episodes", "eval_return", "eval_success",
     "llm_calls", "llm_cache_hits", "wall_s",
+    # added with the model and decoding options (older files are rewritten with them)
+    "eval_prior_model", "eval_temperature", "eval_top_p",
 ]
 
 
@@ -38,6 +42,10 @@ class EvalSpec:
     prior: str | None = None
     k: int | None = None
     prior_mode: str | None = None
+    prior_model: str | None = None
+    prior_url: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     episodes: int | None = None
 
@@ -49,12 +57,24 @@ class EvalSpec:
             raise UserError(f"--episodes must be >= 1, got {self.episodes}")
         agent = dataclasses.replace(cfg.agent, eval_episodes=self.episodes
                                     or cfg.agent.eval_episodes)
+        prior = self.prior or cfg.prior
         changed = dataclasses.replace(
-            cfg, prior=self.prior or cfg.prior, k=self.k or cfg.k,
+            cfg, prior=prior, k=self.k or cfg.k,
             prior_mode=self.prior_mode or cfg.prior_mode,
+            prior_model=self.prior_model or cfg.prior_model,
+            prior_url=self.prior_url or (cfg.prior_url if prior == cfg.prior else None),
+            temperature=cfg.temperature if self.temperature is None else self.temperature,
+            top_p=cfg.top_p if self.top_p is None else self.top_p,
             env_kwargs={**cfg.env_kwargs, **self.env_kwargs}, agent=agent)
         if self.prior and self.prior != cfg.prior:
             changed = dataclasses.replace(changed, prior_uniform_mix=0.0)
+        from .priors import check_prior_name
+
+        check_prior_name(changed.prior)
+        if changed.temperature < 0 or not 0 < changed.top_p <= 1:
+            raise UserError("temperature must be >= 0, top_p in (0, 1]")
+        if changed.prior_url is not None and changed.prior != "vllm":
+            raise UserError(f"--prior-url is for --prior vllm (got --prior {changed.prior})")
         return changed
 
 
@@ -64,7 +84,9 @@ def eval_csv_path(cfg: RunConfig) -> Path:
 
 def _key(row: dict[str, Any]) -> tuple:
     return (str(row["eval_prior"]), int(row["eval_k"]), str(row["eval_prior_mode"]),
-            str(row["eval_env_kwargs"]), int(row["eval_episodes"]))
+            str(row["eval_env_kwargs"]), int(row["eval_episodes"]),
+            str(row.get("eval_prior_model") or ""), str(row.get("eval_temperature") or ""),
+            str(row.get("eval_top_p") or ""))
 
 
 def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
@@ -88,14 +110,21 @@ def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
            "eval_prior": eval_cfg.prior, "eval_k": eval_cfg.k,
            "eval_prior_mode": eval_cfg.prior_mode,
            "eval_env_kwargs": json.dumps(eval_cfg.env_kwargs, sort_keys=True),
-           "eval_episodes": eval_cfg.agent.eval_episodes}
+           "eval_episodes": eval_cfg.agent.eval_episodes,
+           "eval_prior_model": eval_cfg.prior_model, "eval_temperature": eval_cfg.temperature,
+           "eval_top_p": eval_cfg.top_p}
     path = eval_csv_path(cfg)
+    rows: list[dict[str, Any]] = []
     if path.exists():
         with path.open() as f:
-            for old in csv.DictReader(f):
-                if _key(old) == _key(row):
-                    log(f"already evaluated: {path} ({eval_cfg.prior}, k={eval_cfg.k})")
-                    return {**old}
+            rows = list(csv.DictReader(f))
+        for old in rows:
+            if "eval_prior_model" not in old:  # written before these columns: the run's own
+                old.update(eval_prior_model=cfg.prior_model, eval_temperature=cfg.temperature,
+                           eval_top_p=cfg.top_p)
+            if _key(old) == _key(row):
+                log(f"already evaluated: {path} ({eval_cfg.prior}, k={eval_cfg.k})")
+                return {**old}
     started = time.perf_counter()
     runner = Runner(eval_cfg, log=log)
     runner._build()  # the Q-head of an offline (CQL) run has the same shape and state
@@ -105,10 +134,10 @@ def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
     stats = runner.prior.stats
     row.update(eval_return=ret, eval_success=success, llm_calls=stats.model_queries,
                llm_cache_hits=stats.cache_hits, wall_s=round(time.perf_counter() - started, 3))
-    new = not path.exists()
-    with path.open("a", newline="") as f:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:  # the earlier rows (migrated) and this one
         writer = csv.DictWriter(f, fieldnames=EVAL_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+        writer.writeheader()
+        writer.writerows(rows + [row])
+    os.replace(tmp, path)
     return row

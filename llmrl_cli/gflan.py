@@ -88,9 +88,12 @@ class GFlanRunner(Runner):
         return make(self.cfg.env, **self.cfg.env_kwargs)
 
     # -- acting -----------------------------------------------------------------------------
-    def decide(self, states, with_prior: bool = False) -> list[PolicyDecision]:
+    def decide(self, states, agents=None, streams=None,
+               with_prior: bool = False) -> list[PolicyDecision]:
         """pi over every admissible action of each state (``q`` = log pi), V(s), and for
-        gflan-prior the frozen prior's log-probs and k samples from it."""
+        gflan-prior the frozen prior's log-probs and k samples from it. (``agents`` and
+        ``streams`` are the value-based loop's; the policy is the one LLM, and its prior's
+        samples are drawn from its scores here.)"""
         queries = [build_query(self.cfg.env, ctx[0], obs["text"], obs["actions"], list(hist),
                                optimal) for obs, hist, optimal, ctx, _ in states]
         prompts = [q.prompt for q in queries]

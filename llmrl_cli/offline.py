@@ -1,22 +1,38 @@
 """Offline runs (``cql``, ``cql-prior``): train on a fixed dataset, evaluate online in the env.
 
-The dataset's states are turned into prior queries once. As in the reference script, their
-prompts carry no history by default (``agent.dataset_prompt_history`` > 0 rebuilds that many
-lines from the episode). Where the env has an expert, each state's optimal actions are attached
-by replaying its episode in the (deterministic) env. All proposals and embeddings are computed
-in batches before training and cached like online ones. Then ``agent.grad_steps`` gradient steps on batches sampled
-with replacement, an online evaluation (same code as online runs) every ``eval_every_steps``
-steps and a checkpoint after each evaluation.
+The dataset's states are turned into prior queries once: each transition's s and, as the
+paper's script asks again, its s' (value-based/CQL_overcook_salad.py:345, 365-366), each a
+visit of the "dataset" stream (fresh draws by default, ``priors/draws.py``). As in that script,
+their prompts carry no history by default (``agent.dataset_prompt_history`` > 0 rebuilds that
+many lines from the episode); online evaluations use the run's ``history_length`` (Salad: 5).
+Where the env has an expert, each state's optimal actions are attached by replaying its episode
+in the (deterministic) env. All proposals and embeddings are computed in batches before
+training and cached like online ones. Then ``agent.grad_steps`` gradient steps on batches
+sampled with replacement, an online evaluation (same code as online runs) every
+``eval_every_steps`` steps and a checkpoint after each evaluation.
+
+The dataset: ``--dataset`` when given; else, on ``overcooked-salad``, the paper's own dataset
+when the user has imported it (``llmrl dataset import-paper``); else one collected once per env
+and seed with ``DEFAULT_POLICY``. A resumed or extended run keeps the dataset it started with
+(its checkpoint records which), even if the paper's was imported since.
+
+The prior's proposals for dataset states are generated with at most
+``agent.dataset_max_new_tokens`` new tokens (the reference script's dataset generator: 20);
+online evaluations keep the run's own ``max_new_tokens``.
 
 CSV rows are the online ones, with ``episode`` = gradient steps done and ``env_steps`` = the
-dataset's transitions (the samples the agent learned from).
+dataset's transitions (the samples the agent learned from), plus ``dataset``: which dataset
+the run trained on (``DATASET_PAPER``, ``collected:<policy>`` or the ``--dataset`` file's name).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,20 +41,46 @@ from .agents.cql import CQLAgent, CQLConfig
 from .agents.dqn import update_threads
 from .data.collect import PAPER_EPISODES, PAPER_SUCCESS_SHARE, collect
 from .data.dataset import Dataset, load_dataset
+from .data.paper_dataset import ENV as PAPER_ENV
+from .data.paper_dataset import paper_dataset_path
 from .encoders import format_pair
 from .errors import UserError
-from .priors.base import PriorQuery
+from .priors.base import ActionPrior, PriorQuery
 from .priors.prompts import build_query, history_line
-from .runner import Runner
+from .runner import CSV_COLUMNS, Runner
 
 #: the default behaviour policy when a run collects its own dataset
 DEFAULT_POLICY = "expert-mix:0.5"
 #: proposals and embeddings are computed this many dataset states at a time
 CHUNK = 256
+#: the visit stream of the dataset's states (``priors/draws.py``)
+DATASET_STREAM = "dataset"
+#: the CSV's ``dataset`` label of the imported paper dataset, and of a collected one
+DATASET_PAPER = "paper"
+DATASET_COLLECTED = f"collected:{DEFAULT_POLICY}"
 
 
 def default_dataset_path(out: str, env: str, seed: int) -> Path:
     return Path(out) / "datasets" / f"{env}-{DEFAULT_POLICY}-{PAPER_EPISODES}ep-seed{seed}.jsonl"
+
+
+@contextmanager
+def max_new_tokens(prior: ActionPrior, tokens: int) -> Iterator[None]:
+    """Let ``prior`` generate at most ``tokens`` new tokens inside the block, then restore its
+    own value. Wrappers (``base``) are looked through; priors that generate nothing (no
+    ``max_new_tokens`` field) are left as they are."""
+    target: object = prior
+    while not hasattr(target, "max_new_tokens") and getattr(target, "base", None) is not None:
+        target = target.base  # type: ignore[attr-defined]
+    if not hasattr(target, "max_new_tokens"):
+        yield
+        return
+    saved = target.max_new_tokens  # type: ignore[attr-defined]
+    target.max_new_tokens = tokens  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        target.max_new_tokens = saved  # type: ignore[attr-defined]
 
 
 class OfflineRunner(Runner):
@@ -46,16 +88,39 @@ class OfflineRunner(Runner):
 
     agent: CQLAgent
     can_run_ahead = False  # it trains on a dataset; only its evaluations step envs
+    csv_columns = CSV_COLUMNS + ["dataset"]
+    #: the ``dataset`` label of this run's CSV rows (set by ``load_data``)
+    dataset_label = ""
+
+    def extra_row(self) -> dict:
+        return {"dataset": self.dataset_label}
 
     # -- data ------------------------------------------------------------------------------
-    def load_data(self) -> Dataset:
+    def load_data(self, started_with: str | None = None) -> Dataset:
+        """The run's dataset (module docstring); sets ``dataset_label``. ``started_with``: the
+        label a resumed run's checkpoint recorded, so that it keeps its dataset."""
         cfg = self.cfg
+        use_paper = (started_with == DATASET_PAPER if started_with is not None
+                     else cfg.env == PAPER_ENV and paper_dataset_path().exists())
         if cfg.dataset:
+            self.dataset_label = Path(cfg.dataset).name
             data = load_dataset(cfg.dataset, env=cfg.env)
             if data.env and data.env != cfg.env:
                 raise UserError(f"dataset {cfg.dataset!r} was collected on {data.env}, "
                                 f"not {cfg.env}")
+        elif use_paper:
+            path = paper_dataset_path()
+            if not path.exists():
+                raise UserError(f"this run started on the paper's dataset, which is no longer at "
+                                f"{path}; import it again (`llmrl dataset import-paper`) or "
+                                "pass --overwrite to start afresh")
+            self.dataset_label = DATASET_PAPER
+            data = load_dataset(path)
+            if data.env != cfg.env:
+                raise UserError(f"{path} holds a dataset of {data.env or 'no env'}, not "
+                                f"{cfg.env}; import it again (`llmrl dataset import-paper`)")
         else:  # collected once per env and seed, like the paper's (133 episodes, 75% success)
+            self.dataset_label = DATASET_COLLECTED
             path = default_dataset_path(cfg.out, cfg.env, cfg.seed)
             if path.exists():
                 data = load_dataset(path)
@@ -103,14 +168,18 @@ class OfflineRunner(Runner):
                 history.append(history_line(tr.obs_text, tr.action))
                 if tr.done:
                     next_of.append(-1)
-                elif i + 1 < len(steps):
-                    next_of.append(len(queries))  # the next transition's state
-                else:  # truncated: bootstrap from the last next state
-                    optimal = tuple(env.optimal_actions()) if replay else ()
-                    next_of.append(len(queries))
-                    observations.append(tr.next_obs_text)
-                    queries.append(build_query(self.cfg.env, instruction, tr.next_obs_text,
-                                               tr.next_actions, list(history), optimal))
+                    continue
+                # s' is asked about again for every transition, as the paper's script does
+                # (CQL_overcook_salad.py:365-366), not read from the next transition's s:
+                # under fresh draws its proposals are a new visit's
+                next_optimal = tuple(env.optimal_actions()) if replay else ()
+                if not next_optimal and self.prior.uses_expert:
+                    raise UserError(f"--prior {self.cfg.prior} needs the expert's actions, but "
+                                    f"a dataset episode does not replay in {self.cfg.env}")
+                next_of.append(len(queries))
+                observations.append(tr.next_obs_text)
+                queries.append(build_query(self.cfg.env, instruction, tr.next_obs_text,
+                                           tr.next_actions, list(history), next_optimal))
         return queries, observations, state_of, next_of
 
     def build_buffer(self, data: Dataset) -> dict[str, torch.Tensor]:
@@ -118,9 +187,11 @@ class OfflineRunner(Runner):
         queries, observations, state_of, next_of = self._queries(data)
         candidates: list[list[str]] = []
         features: list[torch.Tensor] = []
+        tokens = self.cfg.agent.dataset_max_new_tokens  # type: ignore[union-attr]
         for start in range(0, len(queries), CHUNK):
             chunk = queries[start : start + CHUNK]
-            proposals = self.prior.propose(chunk, self.cfg.k)
+            with max_new_tokens(self.prior, tokens):
+                proposals = self.propose(chunk, [DATASET_STREAM] * len(chunk))
             texts = [format_pair(obs, a) for obs, row in
                      zip(observations[start : start + CHUNK], proposals) for a in row]
             encoded = self.encoder.encode(texts)
@@ -168,6 +239,7 @@ class OfflineRunner(Runner):
             "wall_s": self.wall_before + time.perf_counter() - self.started,
             "csv_rows": self.csv_rows, "finished": finished, "prior_stats": self.prior.stats,
             "encoder_stats": self.encoder.stats, "optimal": (self.optimal_hits, self.optimal_seen),
+            "dataset": self.dataset_label,
         }
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -186,6 +258,23 @@ class OfflineRunner(Runner):
         if self.csv_path.exists():  # drop rows written after the checkpoint
             lines = self.csv_path.read_text().splitlines(keepends=True)
             self.csv_path.write_text("".join(lines[: 1 + self.csv_rows]))
+            self._add_dataset_column()
+
+    def _add_dataset_column(self) -> None:
+        """A CSV written before the ``dataset`` column existed gets it (this run's label), so
+        that the rows appended now line up with its header."""
+        with self.csv_path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "dataset" in reader.fieldnames:
+                return
+            rows = list(reader)
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.csv_columns, restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "dataset": self.dataset_label})
+        os.replace(tmp, self.csv_path)
 
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> Path:
@@ -208,11 +297,15 @@ class OfflineRunner(Runner):
         self.optimal_hits = self.optimal_seen = 0
         self.csv_rows = 0
         self.next_eval = 0
-        data = self.load_data()
+        # a checkpoint from before the label existed trained on --dataset or a collected one
+        data = self.load_data(None if state is None
+                              else state.get("dataset", Path(cfg.dataset).name if cfg.dataset
+                                             else DATASET_COLLECTED))
         self.yaml_path.write_text(_dump(cfg))
         self.env_steps = len(data)
-        self.log(f"dataset: {len(data)} transitions, {len(data.episodes())} episodes "
-                 f"({data.successful_episodes()} successful); computing proposals and features")
+        self.log(f"dataset ({self.dataset_label}): {len(data)} transitions, "
+                 f"{len(data.episodes())} episodes ({data.successful_episodes()} successful); "
+                 "computing proposals and features")
         buffer = self.build_buffer(data)
         self.agent.fit_normaliser(buffer["features"])
         if state is not None:

@@ -62,8 +62,35 @@ def _first_reaching(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return hit.groupby("seed").head(1).set_index("seed")
 
 
+#: the ``dataset`` of offline runs whose CSVs were written before llmrl recorded it
+NOT_RECORDED = "not recorded"
+DATASETS_NOTE = ("`dataset`: what an offline row trained on: `paper` (the paper's, imported "
+                 "with `llmrl dataset import-paper`), `collected:<policy>` (collected by llmrl), "
+                 "or the `--dataset` file's name; `not recorded` for CSVs written before llmrl "
+                 "recorded it.")
+
+
+def dataset_column(df: pd.DataFrame) -> pd.Series:
+    """Each row's dataset label (CSV column ``dataset``), ``NOT_RECORDED`` where it is absent."""
+    if "dataset" not in df:
+        return pd.Series(NOT_RECORDED, index=df.index, dtype=object)
+    return df["dataset"].map(lambda v: NOT_RECORDED if pd.isna(v) or v == "" else str(v))
+
+
+def _datasets(g: pd.DataFrame, algo: str) -> str:
+    """The datasets a group's runs trained on ("" for online algos)."""
+    return ", ".join(sorted(set(dataset_column(g)))) if algo in OFFLINE else ""
+
+
+def shows_datasets(table: pd.DataFrame) -> bool:
+    """Whether a table gets a ``dataset`` column: some row recorded its dataset (reports of
+    online runs, or of CSVs from before the column, look as they did)."""
+    return "dataset" in table and bool((~table["dataset"].isin(["", NOT_RECORDED])).any())
+
+
 def summary_table(df: pd.DataFrame, threshold: float = SOLVED) -> pd.DataFrame:
-    """Final eval point of each seed, aggregated per group, with samples to ``threshold``."""
+    """Final eval point of each seed, aggregated per group, with samples to ``threshold``.
+    ``dataset``: for offline groups, which dataset(s) their seeds trained on."""
     last = df.sort_values("episode").groupby(GROUP + ["seed"], as_index=False).tail(1)
     rows = []
     for key, g in last.groupby(GROUP):
@@ -74,6 +101,7 @@ def summary_table(df: pd.DataFrame, threshold: float = SOLVED) -> pd.DataFrame:
         prior_s = g["prior_seconds"] if "prior_seconds" in g else pd.Series(dtype=float)
         rows.append({
             **dict(zip(GROUP, key)),
+            "dataset": _datasets(g, key[2]),
             "seeds": int(g["seed"].nunique()),
             "episodes": int(g["episode"].max()),
             "env_steps": float(g["env_steps"].mean()),
@@ -105,13 +133,16 @@ def summary_table(df: pd.DataFrame, threshold: float = SOLVED) -> pd.DataFrame:
     return table
 
 
-def _baseline_row(table: pd.DataFrame, env: str, algo: str, experiment: str):
-    """The baseline group for (env, algo): same env, base algo, the experiment name sharing the
-    longest prefix with ``experiment`` (sweeps name prior runs ``<experiment>-<prior>``)."""
+def _baseline_row(table: pd.DataFrame, env: str, algo: str, experiment: str, dataset: str = ""):
+    """The baseline group for (env, algo): same env and dataset (offline), base algo, the
+    experiment name sharing the longest prefix with ``experiment`` (sweeps name prior runs
+    ``<experiment>-<prior>``)."""
     base = base_algo(algo)
     if base is None:
         return None
     cands = table[(table["env"] == env) & (table["algo"] == base)]
+    if "dataset" in cands:
+        cands = cands[cands["dataset"] == dataset]
     if cands.empty:
         return None
     shared = [len(os.path.commonprefix([experiment, e])) for e in cands["experiment"]]
@@ -120,7 +151,7 @@ def _baseline_row(table: pd.DataFrame, env: str, algo: str, experiment: str):
 
 def _speedup(table: pd.DataFrame, r) -> float:
     """Baseline env steps to the threshold / this group's (NaN unless both got there)."""
-    base = _baseline_row(table, r.env, r.algo, r.experiment)
+    base = _baseline_row(table, r.env, r.algo, r.experiment, getattr(r, "dataset", ""))
     if base is None or not base["env_steps_to_solved_mean"] >= 0 \
             or not r.env_steps_to_solved_mean >= 0:
         return float("nan")
@@ -182,6 +213,8 @@ def plot_curves(curve: pd.DataFrame, out: Path, metric: str = "success") -> list
 OFFLINE = ("cql", "cql-prior")
 #: the share of full-data performance that defines "enough data" in the offline table
 ENOUGH = 0.9
+#: an offline curve: one per env, algo, prior and the dataset its sizes are drawn from
+OFFLINE_KEY = ["env", "algo", "prior", "dataset"]
 
 
 def offline_curve(df: pd.DataFrame, final_evals: int = 1) -> pd.DataFrame:
@@ -190,31 +223,32 @@ def offline_curve(df: pd.DataFrame, final_evals: int = 1) -> pd.DataFrame:
     off = df[df["algo"].isin(OFFLINE)]
     if off.empty:
         return pd.DataFrame()
+    off = off.assign(dataset=dataset_column(off))
     tail = off.sort_values("episode").groupby(GROUP + ["seed"], as_index=False).tail(final_evals)
     last = tail.groupby(GROUP + ["seed"], as_index=False).agg(
         env_steps=("env_steps", "last"), eval_return=("eval_return", "mean"),
-        eval_success=("eval_success", "mean"))
+        eval_success=("eval_success", "mean"), dataset=("dataset", "last"))
     rows = []
-    # one point per experiment (one requested dataset size): the full dataset is collected per
-    # seed, so its transition counts differ a little between seeds; x is their mean
-    for key, g in last.groupby(["env", "algo", "prior", "experiment"]):
-        rows.append({**dict(zip(["env", "algo", "prior"], key[:3])),
+    # one point per experiment (one requested dataset size) and dataset: the full dataset is
+    # collected per seed, so its transition counts differ a little between seeds; x is their mean
+    for key, g in last.groupby(OFFLINE_KEY + ["experiment"]):
+        rows.append({**dict(zip(OFFLINE_KEY, key[:4])),
                      "transitions": int(round(float(g["env_steps"].mean()))),
                      "seeds": int(g["seed"].nunique()),
                      "return_mean": float(g["eval_return"].mean()),
                      "return_ci95": ci95(g["eval_return"]),
                      "success_mean": float(g["eval_success"].mean())})
-    return pd.DataFrame(rows).sort_values(["env", "algo", "prior", "transitions"])
+    return pd.DataFrame(rows).sort_values(OFFLINE_KEY + ["transitions"])
 
 
 def samples_needed(curve: pd.DataFrame) -> pd.DataFrame:
-    """Per (env, algo, prior): the smallest dataset whose mean final return reaches ENOUGH of
-    the largest dataset's (NaN when the full-data return is not positive)."""
+    """Per (env, algo, prior, dataset): the smallest dataset size whose mean final return
+    reaches ENOUGH of the largest's (NaN when the full-data return is not positive)."""
     rows = []
-    for key, g in curve.groupby(["env", "algo", "prior"]):
+    for key, g in curve.groupby(OFFLINE_KEY):
         full = float(g.loc[g["transitions"].idxmax(), "return_mean"])
         enough = g[g["return_mean"] >= ENOUGH * full] if full > 0 else g.iloc[0:0]
-        rows.append({**dict(zip(["env", "algo", "prior"], key)), "full_return": full,
+        rows.append({**dict(zip(OFFLINE_KEY, key)), "full_return": full,
                      "full_transitions": int(g["transitions"].max()),
                      "transitions_needed": float(enough["transitions"].min())
                      if len(enough) else float("nan")})
@@ -230,10 +264,11 @@ def plot_offline(curve: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     for env, g_env in curve.groupby("env"):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for (algo, prior), g in g_env.groupby(["algo", "prior"]):
+        for (algo, prior, dataset), g in g_env.groupby(["algo", "prior", "dataset"]):
             mean, half = g["return_mean"], g["return_ci95"].fillna(0.0)
+            on = "" if dataset == NOT_RECORDED else f" [{dataset}]"
             ax.plot(g["transitions"], mean, marker="o", ms=3,
-                    label=f"{algo} ({prior}), n={g['seeds'].max()}")
+                    label=f"{algo} ({prior}){on}, n={g['seeds'].max()}")
             ax.fill_between(g["transitions"], mean - half, mean + half, alpha=0.2)
         ax.set_xscale("log")
         ax.set_xlabel("dataset transitions")
@@ -310,15 +345,17 @@ def _pm(mean: float, std: float, ci: float) -> str:
 def performance_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """The final-performance table: header and rows of strings (markdown and LaTeX share it)."""
     threshold = float(table["threshold"].iloc[0]) if len(table) else SOLVED
-    header = ["experiment", "env", "algo", "prior", "seeds", "episodes", "env steps",
-              "eval success", "eval return", "best success", f"episodes to {threshold:g}",
-              f"env steps to {threshold:g}", "speed-up"]
+    datasets = shows_datasets(table)
+    header = ["experiment", "env", "algo", "prior", *(["dataset"] if datasets else []), "seeds",
+              "episodes", "env steps", "eval success", "eval return", "best success",
+              f"episodes to {threshold:g}", f"env steps to {threshold:g}", "speed-up"]
     rows = []
     for r in table.itertuples():
         solved = "never" if not r.seeds_solved else \
             f"{r.episodes_to_solved_mean:.0f} ({r.seeds_solved}/{r.seeds})"
         steps = "never" if not r.seeds_solved else f"{r.env_steps_to_solved_mean:.0f}"
-        rows.append([r.experiment, r.env, r.algo, r.prior, str(r.seeds), str(r.episodes),
+        rows.append([r.experiment, r.env, r.algo, r.prior,
+                     *([r.dataset] if datasets else []), str(r.seeds), str(r.episodes),
                      f"{r.env_steps:.0f}", _pm(r.success_mean, r.success_std, r.success_ci95),
                      _pm(r.return_mean, r.return_std, r.return_ci95),
                      f"{r.best_success_mean:.3f}", solved, steps,
@@ -344,11 +381,15 @@ def cost_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def offline_rows(needed: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    header = ["env", "algo", "prior", "full-data return", "transitions",
-              f"transitions to {ENOUGH:.0%} of it", "vs cql"]
+    """The offline table; ``vs cql`` compares with the cql baseline on the same dataset."""
+    datasets = shows_datasets(needed)
+    header = ["env", "algo", "prior", *(["dataset"] if datasets else []), "full-data return",
+              "transitions", f"transitions to {ENOUGH:.0%} of it", "vs cql"]
+    needed = needed.assign(dataset=dataset_column(needed))
     rows = []
     for r in needed.itertuples():
-        base = needed[(needed.env == r.env) & (needed.algo == "cql")]
+        base = needed[(needed.env == r.env) & (needed.algo == "cql")
+                      & (needed.dataset == r.dataset)]
         ratio = ""
         if r.algo != "cql" and len(base) and not math.isnan(r.transitions_needed):
             b = float(base["transitions_needed"].iloc[0])
@@ -357,8 +398,8 @@ def offline_rows(needed: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         need = "not reached" if math.isnan(r.transitions_needed) else f"{r.transitions_needed:.0f}"
         if r.full_return <= 0:  # "90% of a return <= 0" means nothing
             need = "n/a (full-data return <= 0)"
-        rows.append([r.env, r.algo, r.prior, f"{r.full_return:.3f}", str(r.full_transitions),
-                     need, ratio])
+        rows.append([r.env, r.algo, r.prior, *([r.dataset] if datasets else []),
+                     f"{r.full_return:.3f}", str(r.full_transitions), need, ratio])
     return header, rows
 
 
@@ -478,7 +519,8 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED,
         "baseline's (dqn for dqn-prior, same env) env steps to that success over this row's, "
         "each a mean over its seeds that got there (see the counts); ∞ when the first "
         "evaluation, before any training, already reached it (the prior alone). "
-        "Also in `summary.csv` and `summary.tex`.", "",
+        "Also in `summary.csv` and `summary.tex`."
+        + (" " + DATASETS_NOTE if shows_datasets(table) else ""), "",
         markdown(*perf), "",
         "## Prior cost", "",
         "`optimal in k`: share of visited training states whose k proposals held an optimal "
@@ -501,7 +543,7 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED,
                     if final_evals > 1 else "") + "; `transitions to "
                  f"{ENOUGH:.0%}` is the smallest dataset whose return reaches {ENOUGH:.0%} of "
                  "the largest dataset's (n/a when that return is not positive); `vs cql` "
-                 "compares that with the cql baseline's.", ""]
+                 "compares that with the cql baseline's on the same dataset.", ""]
         text += [markdown(*rows), ""]
         text += [f"![{p.stem}]({p.name})" for p in plot_offline(offline, out)]
     pq = prior_quality(df, threshold)

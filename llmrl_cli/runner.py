@@ -44,13 +44,15 @@ from typing import Callable, Generator
 import torch
 import yaml
 
-from .agents.dqn import DQNAgent, choose, update_threads
-from .config import VALUES_BEFORE_ADDED, RunConfig, dump_yaml, identity_of
+from .agents.dqn import BufferBalance, DQNAgent, choose, update_threads
+from .config import (AGENT_VALUES_BEFORE_ADDED, VALUES_BEFORE_ADDED, RunConfig, dump_yaml,
+                     identity_of)
 from .devices import resolve_device
 from .encoders import TextEncoder, format_pair
 from .envs import TextEnv, make
 from .errors import UserError
 from .priors import ActionPrior, PriorQuery, make_prior
+from .priors.draws import TRAIN_STREAM, VisitCounter, eval_stream
 from .priors.prompts import build_query, history_line
 from .data.replay import ReplayBuffer
 from .seeding import seed_everything, stable_seed
@@ -70,19 +72,31 @@ class Slot:
     """One environment of the batch and its episode in progress."""
 
     env: TextEnv
+    history_length: int = 3  # observation/action lines the prompt keeps
     obs: dict = field(default_factory=dict)
-    history: deque = field(default_factory=lambda: deque(maxlen=3))
+    history: deque = field(default_factory=deque)
     episode_return: float = 0.0
     episode_len: int = 0
     reset_seed: int = 0
     pending: tuple | None = None  # (features, reward, done) awaiting next-state candidates
     bootstrap: tuple | None = None  # (obs, history, optimal, context) of a truncated episode's end
     waited: int = 0  # batch steps this env has waited for the model while others stepped
+    options: dict | None = None  # the reset options of the episode under way
+    #: buffer_balance: the episode's transitions, held until it ends and its admission is known
+    transitions: list = field(default_factory=list)
+    #: buffer_balance: a truncated episode's transitions and success, held until its last
+    #: transition is completed by the bootstrap state's candidates
+    ended: tuple[list, bool] | None = None
 
-    def reset(self, seed: int) -> None:
-        self.obs, _ = self.env.reset(seed=seed)
+    def __post_init__(self) -> None:
+        self.history = deque(maxlen=self.history_length)
+
+    def reset(self, seed: int, options: dict | None = None) -> None:
+        self.obs, _ = self.env.reset(seed=seed, options=options)
         self.history.clear()
-        self.episode_return, self.episode_len, self.reset_seed = 0.0, 0, seed
+        self.transitions.clear()
+        self.episode_return, self.episode_len = 0.0, 0
+        self.reset_seed, self.options = seed, options
 
 
 @dataclass
@@ -177,7 +191,7 @@ class Runner:
                 old_cfg[key] = VALUES_BEFORE_ADDED.get(key, defaults.get(key))
             agent_defaults = {"agent": dataclasses.asdict(type(self.cfg.agent)())}
             for key, value in identity_of(agent_defaults)["agent"].items():
-                old_cfg.get("agent", {}).setdefault(key, value)
+                old_cfg.get("agent", {}).setdefault(key, AGENT_VALUES_BEFORE_ADDED.get(key, value))
             if old_cfg != new_cfg:
                 diff = sorted(k for k in set(old_cfg) | set(new_cfg)
                               if old_cfg.get(k) != new_cfg.get(k))
@@ -200,9 +214,14 @@ class Runner:
         self.agent = DQNAgent(self.encoder.dim, cfg.agent, self.device)
         self.replay = ReplayBuffer(cfg.agent.buffer_size, self.encoder.dim)
         self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.slots = [Slot(make(cfg.env, **cfg.env_kwargs)) for _ in range(cfg.num_envs)]
+        self.visits = VisitCounter(cfg.prior_draws)
+        self.slots = [Slot(make(cfg.env, **cfg.env_kwargs), cfg.history_length)
+                      for _ in range(cfg.num_envs)]
         n_eval = min(cfg.agent.eval_episodes, 64)  # eval episodes step together as one batch
-        self.eval_slots = [Slot(make(cfg.env, **cfg.env_kwargs)) for _ in range(n_eval)]
+        self.eval_slots = [Slot(make(cfg.env, **cfg.env_kwargs), cfg.history_length)
+                           for _ in range(n_eval)]
+        balance = getattr(cfg.agent, "buffer_balance", "off") == "paper"
+        self.balance = BufferBalance(baseline=cfg.prior == "uniform") if balance else None
 
     # -- one batch step: one prior call, one encoder call, one Q forward ------------------------
     def optimal(self, env: TextEnv) -> tuple[str, ...]:
@@ -237,15 +256,33 @@ class Runner:
         while len(self.asked_prompts) > self.ASKED_PROMPTS_MAX:
             del self.asked_prompts[next(iter(self.asked_prompts))]
 
+    @property
+    def learns(self) -> bool:
+        """Whether this run trains a Q-function (``llm`` acts by the prior alone)."""
+        return self.cfg.algo != "llm"
+
+    def propose(self, queries: list[PriorQuery], streams: list[str]) -> list[list[str]]:
+        """The prior's proposals for ``queries``, each numbered as a visit of its stream
+        (``priors/draws.py``: fresh draws per visit, or the memoised first ones)."""
+        return self.prior.propose(self.visits.number(queries, streams), self.cfg.k)
+
     def decide(self, states: list[tuple[dict, deque, tuple[str, ...], tuple, bool]],
-               agents: list | None = None) -> list[Decision]:
+               agents: list | None = None, streams: list[str] | None = None) -> list[Decision]:
         """Candidates, their features and Q-values for a batch of states, each given as
         (obs, history, optimal actions, context, whether to count if an optimal action was
-        proposed). ``agents``: the agent scoring each state (default: the run's)."""
+        proposed). ``agents``: the agent scoring each state (default: the run's); ``streams``:
+        the visit stream of each state (default: training's). Without learning (``llm``) the
+        "Q-values" are how often each candidate was proposed."""
         queries = [self.query(state) for state in states]
         if self.runs_ahead:
             self._remember_asked(queries)
-        proposals = self.prior.propose(queries, self.cfg.k)
+        proposals = self.propose(queries, streams or [TRAIN_STREAM] * len(queries))
+        if not self.learns:
+            return [Decision(cands, torch.empty(0), torch.tensor(
+                        [float(cands.count(a)) for a in cands]),
+                        any(a in state[2] for a in cands) if state[4] and self.track_optimal
+                        else None)
+                    for state, cands in zip(states, proposals)]
         texts = [format_pair(state[0]["text"], a, state[3][1])
                  for state, cands in zip(states, proposals) for a in cands]
         features = self.encoder.encode(texts)
@@ -272,7 +309,8 @@ class Runner:
         for start in range(0, agent_cfg.eval_episodes, len(self.eval_slots)):
             live = self.eval_slots[: min(len(self.eval_slots), agent_cfg.eval_episodes - start)]
             for i, slot in enumerate(live):
-                slot.reset(stable_seed(cfg.seed, "eval-episode", start + i) % 2**31)
+                slot.reset(stable_seed(cfg.seed, "eval-episode", start + i) % 2**31,
+                           slot.env.episode_options("eval", start + i, cfg.seed))
             running = list(live)
             finished: dict[int, tuple[float, bool]] = {}
             while running:
@@ -280,7 +318,7 @@ class Runner:
                                     False) for s in running]
                 still = []
                 for slot, d in zip(running, decisions):
-                    action = d.candidates[choose(d.q, agent_cfg.eval_policy, agent_cfg, rng)]
+                    action = d.candidates[self.choose(d, agent_cfg.eval_policy, rng)]
                     obs, reward, terminated, truncated, info = slot.env.step(action)
                     slot.history.append(history_line(slot.obs["text"], action))
                     slot.obs = obs
@@ -296,14 +334,26 @@ class Runner:
                 successes.append(float(success))
         return sum(returns) / len(returns), sum(successes) / len(successes)
 
+    def choose(self, decision: Decision, policy: str, rng: torch.Generator) -> int:
+        """The index of the candidate to play. Without learning (``llm``): a uniformly chosen
+        proposal (a draw from the prior), or under a greedy policy the most frequent one."""
+        if self.learns:
+            return choose(decision.q, policy, self.cfg.agent, rng)
+        if policy == "greedy":
+            return int(decision.q.argmax())  # the first of the most frequent proposals
+        return int(torch.randint(len(decision.candidates), (), generator=rng))
+
     def evaluate(self, episode: int) -> tuple[float, float]:
         """Play the evaluation at ``episode`` alone with the run's agent."""
+        stream = eval_stream(episode)
+        self.visits.forget(stream)
         steps = self.evaluation(episode)
         states = next(steps)
         while True:
             try:
-                states = steps.send(self.decide(states))
+                states = steps.send(self.decide(states, streams=[stream] * len(states)))
             except StopIteration as end:
+                self.visits.forget(stream)
                 return end.value
 
     @property
@@ -323,6 +373,7 @@ class Runner:
         if start is None:
             start = self._take_training_fields(episode)
             self.next_eval = episode + self.cfg.agent.eval_every
+        self.visits.forget(eval_stream(episode))  # a resumed evaluation draws as it did
         agent = self.agent
         if overlap:
             agent = copy.deepcopy(self.agent)
@@ -343,6 +394,7 @@ class Runner:
         except StopIteration as end:
             ret, success = end.value
         self.in_eval = None
+        self.visits.forget(eval_stream(ev.episode))
         self._record(ev.episode, ret, success, ev.start)
         self.csv_rows += 1
         if not ev.overlapped:
@@ -354,13 +406,14 @@ class Runner:
         """Step the evaluation under way, with nothing beside it, to its end."""
         while self.in_eval is not None:
             ev = self.in_eval
-            self._advance_evaluation(self.decide(ev.states, [ev.agent] * len(ev.states))
-                                     if ev.overlapped else self.decide(ev.states))
+            self._advance_evaluation(self.decide(
+                ev.states, [ev.agent] * len(ev.states) if ev.overlapped else None,
+                [eval_stream(ev.episode)] * len(ev.states)))
 
     # -- training ----------------------------------------------------------------------------
     def train_phase(self) -> float | None:
         cfg = self.cfg.agent
-        if len(self.replay) <= cfg.batch_size:
+        if not self.learns or len(self.replay) <= cfg.batch_size:
             return None
         started = time.perf_counter()
         self.agent.fit_normaliser(self.replay.features[: len(self.replay)])
@@ -373,8 +426,44 @@ class Runner:
         return sum(losses) / len(losses)
 
     def _new_episode(self, slot: Slot) -> None:
-        slot.reset(stable_seed(self.cfg.seed, "train-episode", self.episodes_started) % 2**31)
+        n = self.episodes_started
+        slot.reset(stable_seed(self.cfg.seed, "train-episode", n) % 2**31,
+                   slot.env.episode_options("train", n, self.cfg.seed))
         self.episodes_started += 1
+
+    def _store(self, slot: Slot, features, reward: float, done: bool, next_features) -> None:
+        """A transition for the replay buffer: added now, or under ``buffer_balance`` held
+        with its episode until the episode's admission is known (``_admit``)."""
+        if not self.learns:
+            return
+        if self.balance is None:
+            self.replay.add(features, reward, done, next_features)
+            return
+        transition = (features, reward, done, next_features)
+        if slot.ended is not None:  # the last transition of a truncated episode
+            transitions, success = slot.ended
+            slot.ended = None
+            self._admit(transitions + [transition], success)
+        else:
+            slot.transitions.append(transition)
+
+    def _episode_ended(self, slot: Slot, success: bool) -> None:
+        """``buffer_balance``: admit the finished episode, or hold a truncated one until its
+        last transition is completed (``_store``)."""
+        if self.balance is None or not self.learns:
+            return
+        if slot.bootstrap is not None:
+            slot.ended = (list(slot.transitions), success)
+        else:
+            self._admit(slot.transitions, success)
+        slot.transitions = []
+
+    def _admit(self, transitions: list, success: bool) -> None:
+        """Add an episode's transitions as many times as the paper's ALFWorld rule says
+        (BufferBalance)."""
+        for _ in range(self.balance.copies(success)):
+            for transition in transitions:
+                self.replay.add(*transition)
 
     def _take_training_fields(self, episode: int) -> dict:
         """A CSV row's fields about training at the eval point ``episode``; the training
@@ -422,8 +511,9 @@ class Runner:
 
     def _save_checkpoint(self, finished: bool) -> None:
         slots = [
-            {"reset_seed": s.reset_seed, "pending": s.pending, "bootstrap": s.bootstrap,
-             "at_start": s.episode_len == 0, "waited": s.waited}
+            {"reset_seed": s.reset_seed, "options": s.options, "pending": s.pending,
+             "bootstrap": s.bootstrap, "ended": s.ended, "at_start": s.episode_len == 0,
+             "waited": s.waited}
             for s in self.slots
         ]
         state = {
@@ -437,7 +527,8 @@ class Runner:
             "encoder_stats": self.encoder.stats, "optimal": (self.optimal_hits, self.optimal_seen),
             "slots": slots, "finished": finished, "csv_rows": self.csv_rows,
             "evaluation": None, "asked_prompts": list(self.asked_prompts),
-            "ahead": (self.ahead_steps, self.max_waited),
+            "ahead": (self.ahead_steps, self.max_waited), "visits": self.visits.state_dict(),
+            "balance": None if self.balance is None else self.balance.state_dict(),
         }
         ev = self.in_eval
         if ev is not None and ev.overlapped:  # a resume plays it again, from its start
@@ -466,14 +557,19 @@ class Runner:
         self.optimal_hits, self.optimal_seen = state["optimal"]
         self.asked_prompts = dict.fromkeys(state.get("asked_prompts", ()))
         self.ahead_steps, self.max_waited = state.get("ahead", (0, 0))
+        if state.get("visits") is not None:
+            self.visits.load_state_dict(state["visits"])
+        if self.balance is not None and state.get("balance") is not None:
+            self.balance.load_state_dict(state["balance"])
         # drop CSV rows written after the checkpoint (a kill between CSV write and checkpoint)
         if self.csv_path.exists():
             lines = self.csv_path.read_text().splitlines(keepends=True)
             self.csv_path.write_text("".join(lines[: 1 + self.csv_rows]))
         for slot, saved in zip(self.slots, state["slots"]):
             if saved["at_start"]:  # an episode boundary: restore exactly
-                slot.reset(saved["reset_seed"])
+                slot.reset(saved["reset_seed"], saved.get("options"))
                 slot.pending, slot.bootstrap = saved["pending"], saved["bootstrap"]
+                slot.ended = saved.get("ended")
                 slot.waited = saved.get("waited", 0)
                 if slot.bootstrap is not None and len(slot.bootstrap) == 3:  # older checkpoint
                     slot.bootstrap = (*slot.bootstrap, self.context(slot.env))
@@ -605,9 +701,11 @@ class Runner:
         boot = [s for s in slots if s.bootstrap is not None]
         states += [(*s.bootstrap, False) for s in boot]
         eval_states = ev.states if ev is not None else []
-        decisions = self.decide(states + eval_states,
-                                [self.agent] * len(states) + [ev.agent] * len(eval_states)
-                                if ev is not None else None)
+        decisions = self.decide(
+            states + eval_states,
+            [self.agent] * len(states) + [ev.agent] * len(eval_states) if ev is not None else None,
+            [TRAIN_STREAM] * len(states)
+            + [eval_stream(ev.episode)] * len(eval_states) if ev is not None else None)
         if ev is not None:
             self._advance_evaluation(decisions[len(states):])
             decisions = decisions[: len(states)]
@@ -616,20 +714,22 @@ class Runner:
             if slot.pending is not None:  # complete the previous transition with C(s')
                 feats, reward, done = slot.pending
                 nxt = boot_decisions[id(slot)] if slot.bootstrap is not None else d
-                self.replay.add(feats, reward, done, nxt.features)
+                self._store(slot, feats, reward, done, nxt.features)
                 slot.pending, slot.bootstrap = None, None
             self._count_optimal(d)
-            index = choose(d.q, cfg.agent.exploration, cfg.agent, self.rng)
+            index = self.choose(d, cfg.agent.exploration, self.rng)
             obs, reward, terminated, truncated, info = self._act(slot, d.candidates[index])
+            features = d.features[index] if self.learns else None
             if terminated:
-                self.replay.add(d.features[index], reward, True, None)
+                self._store(slot, features, reward, True, None)
             else:
-                slot.pending = (d.features[index], reward, False)
+                slot.pending = (features, reward, False)
                 if truncated:
-                    slot.bootstrap = (obs, deque(slot.history, maxlen=3), self.optimal(slot.env),
-                                      self.context(slot.env))
+                    slot.bootstrap = (obs, deque(slot.history, maxlen=slot.history.maxlen),
+                                      self.optimal(slot.env), self.context(slot.env))
             slot.obs = obs
             if terminated or truncated:
+                self._episode_ended(slot, bool(info.get("success")))
                 self.train_returns.append((slot.episode_return, bool(info.get("success"))))
                 self.episodes_done += 1
                 self._new_episode(slot)

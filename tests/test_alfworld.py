@@ -5,15 +5,19 @@ set is generated once per session (about 15 s); the hand-written game is a liter
 in the official layout.
 """
 
+import contextlib
+import io
 import json
 import random
+import re
 import textwrap
 
 import pytest
 
 from llmrl_cli.envs import make
-from llmrl_cli.envs.alfworld import PAPER_TRAIN_TASKS, task_of
-from llmrl_cli.envs.alfworld_engine import collect_games
+from llmrl_cli.envs.alfworld import (PAPER_TRAIN_TASKS, llf_observation, paper_prompt,
+                                     paper_schedule, task_of)
+from llmrl_cli.envs.alfworld_engine import collect_games, engine_config, import_alfworld
 from llmrl_cli.envs.alfworld_gen import (
     SPLIT_DIRS, TRAIN_PAIRS, UNSEEN_PAIRS, generate, logic_files, make_game, rooms_for)
 from llmrl_cli.errors import UserError
@@ -109,7 +113,7 @@ PROBLEM = textwrap.dedent("""\
     """)
 
 
-def _write_trial(root, task_dir, task_type, solvable=True):
+def _write_trial(root, task_dir, task_type, solvable=True, task="put a candle in toilet"):
     trial = root / "json_2.1.1" / "train" / task_dir / "trial_T20190909_000000_000001"
     trial.mkdir(parents=True)
     traj = {"task_type": task_type, "turk_annotations": {"anns": [{"task_desc": "x"}]},
@@ -118,7 +122,7 @@ def _write_trial(root, task_dir, task_type, solvable=True):
     (trial / "traj_data.json").write_text(json.dumps(traj))
     domain, grammar = logic_files()
     game = {"pddl_domain": domain, "pddl_problem": PROBLEM, "solvable": solvable,
-            "grammar": grammar.replace("UNKNOWN GOAL", "put a candle in toilet")}
+            "grammar": grammar.replace("UNKNOWN GOAL", task)}
     (trial / "game.tw-pddl").write_text(json.dumps(game))
     return trial / "game.tw-pddl"
 
@@ -198,13 +202,21 @@ def test_bad_settings_are_user_errors(tmp_path):
         make("alfworld-pick", split="valid")
     with pytest.raises(UserError, match="no ALFWorld games at"):
         make("alfworld-pick", data=tmp_path)
+    with pytest.raises(UserError, match="unknown ALFWorld protocol 'llf'"):
+        make("alfworld-pick", protocol="llf")
+    with pytest.raises(UserError, match="pool must be >= 0"):
+        make("alfworld-pick", pool=-1)
 
 
-def test_the_prompt_lists_the_allowed_actions_as_llf_bench_does():
+def test_the_prior_prompts_in_the_papers_alfworld_layout():
     prompt = build_prompt("alfworld-pick", "Your task is to: put a candle in toilet.",
                           "You arrive at toilet 1.", ["go to toilet 1", "look"])
-    assert ("Current Observation: You arrive at toilet 1. You are allowed to take the following "
-            "actions: ['go to toilet 1', 'look'].") in prompt
+    assert prompt == paper_prompt("put a candle in toilet.", "You arrive at toilet 1.",
+                                  ["go to toilet 1", "look"])
+    assert prompt == ("Task: Your task is to: put a candle in toilet.\nCurrent observation:You "
+                      "arrive at toilet 1.. You are allowed to take the following actions: go to "
+                      "toilet 1, look.\nPlease select an action from the admissible actions. \n "
+                      "Action:")
 
 
 def test_generate_command_rejects_bad_input(tmp_path, capsys):
@@ -225,7 +237,8 @@ def test_dqn_prior_with_the_expert_runs_end_to_end(games, tmp_path):
     cfg = build_config(env="alfworld-pick", algo="dqn-prior", prior="expert-mix:0.5",
                        episodes=2, out=str(tmp_path), device="cpu",
                        agent={"eval_episodes": 2, "train_start": 0, "train_every": 1})
-    cfg.env_kwargs = {"data": str(root), "horizon": 8}
+    # tasks=all: the paper protocol schedules the two generated games' task strings
+    cfg.env_kwargs = {"data": str(root), "horizon": 8, "tasks": "all"}
     csv = Runner(cfg, log=lambda msg: None).run()
     rows = csv.read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("env,algo")
@@ -255,3 +268,149 @@ def test_the_parse_cache_changes_no_observation(games):
                 break
         played.append(trace)
     assert played[0] == played[1] and len(played[0]) > 6
+
+
+# -- the paper's protocol (train_alfworld.py) ------------------------------------------------
+
+FIRST_STATE = ("You are in the middle of a room. Looking quickly around you, you see a "
+               "countertop 1, and a toilet 1.\n\nYour task is to: put a candle in toilet.")
+
+
+def test_the_paper_prompt_byte_for_byte(official):
+    env = make("alfworld-pick")
+    obs, _ = env.reset(seed=0)
+    assert obs["text"] == FIRST_STATE
+    assert llf_observation(obs["text"], obs["actions"]) == (
+        FIRST_STATE + ". You are allowed to take the following actions: go to countertop 1, go "
+        "to toilet 1, inventory, look.")
+    assert paper_prompt(env.task, obs["text"], obs["actions"]) == (
+        "Task: Your task is to: put a candle in toilet.\nCurrent observation:You are in the "
+        "middle of a room. Looking quickly around you, you see a countertop 1, and a toilet 1."
+        "\n\nYour task is to: put a candle in toilet.. You are allowed to take the following "
+        "actions: go to countertop 1, go to toilet 1, inventory, look.\nPlease select an action "
+        "from the admissible actions. \n Action:")
+
+
+def test_the_paper_prompt_of_a_generated_game(games):
+    root, _ = games
+    env = make("alfworld-pick", data=root)
+    obs, _ = env.reset(seed=0, options={"task": "put some cellphone on armchair."})
+    assert paper_prompt(env.task, obs["text"], obs["actions"]) == (
+        "Task: Your task is to: put some cellphone on armchair.\nCurrent observation:You are in "
+        "the middle of a room. Looking quickly around you, you see a armchair 1, a coffeetable "
+        "1, a drawer 2, a drawer 1, a dresser 1, a garbagecan 1, a sidetable 2, a sidetable 1, "
+        "and a sofa 1.\n\nYour task is to: put some cellphone on armchair.. You are allowed to "
+        "take the following actions: go to armchair 1, go to coffeetable 1, go to drawer 1, go "
+        "to drawer 2, go to dresser 1, go to garbagecan 1, go to sidetable 1, go to sidetable 2, "
+        "go to sofa 1, inventory, look.\nPlease select an action from the admissible actions. "
+        "\n Action:")
+
+
+def test_the_paper_training_schedule(games):
+    """Pass 0 plays the 26 strings in list order; every later pass is a reshuffle of them,
+    fixed by (run seed, pass)."""
+    assert len(set(PAPER_TRAIN_TASKS)) == 26
+    train = [paper_schedule(PAPER_TRAIN_TASKS, n, 0) for n in range(78)]
+    assert train[:26] == list(PAPER_TRAIN_TASKS)
+    for p in (1, 2):
+        this_pass = train[26 * p: 26 * (p + 1)]
+        assert sorted(this_pass) == sorted(PAPER_TRAIN_TASKS)
+        assert this_pass != train[26 * (p - 1): 26 * p]
+    assert train[26:30] == ["put some spraybottle on toilet.", "put a cellphone in drawer.",
+                            "put a cd in dresser.", "put a spraybottle in countertop."]
+    # a function of (index, run seed) only: any env, any call order
+    assert [paper_schedule(PAPER_TRAIN_TASKS, n, 0) for n in reversed(range(78))] == train[::-1]
+    other = [paper_schedule(PAPER_TRAIN_TASKS, n, 1) for n in range(52)]
+    assert other[:26] == train[:26] and other[26:] != train[26:52]
+    assert other[26:30] == ["put some soapbottle on cart.", "put a candle in sidetable.",
+                            "put a cellphone in drawer.", "put a cloth in toilet."]
+
+
+def test_the_paper_evaluation_plays_each_string_in_list_order(games, capsys):
+    """...of the paper's strings the pool has games for (this small set has two); a note
+    names the others."""
+    root, _ = games
+    env = make("alfworld-pick", data=root)
+    assert "24 of the paper's 26 ALFWorld task strings have no game" in capsys.readouterr().err
+    present = tuple(t for t in PAPER_TRAIN_TASKS if t in env.game_tasks)
+    assert env.protocol == "paper" and env.task_strings == present and len(present) == 2
+    plays = [env.episode_options("eval", i, 5)["task"] for i in range(3)]
+    assert plays == [*present, present[0]]
+    train = [env.episode_options("train", n, 0)["task"] for n in range(4)]
+    assert train == [paper_schedule(present, n, 0) for n in range(4)]
+    with pytest.raises(UserError, match="unknown episode kind 'test'"):
+        env.episode_options("test", 0, 0)
+
+
+def test_other_task_sets_schedule_their_own_sorted_strings(games):
+    root, _ = games
+    unseen = make("alfworld-pick", data=root, split="unseen")
+    assert unseen.task_strings == ("put a creditcard in dresser.", "put some keychain on safe.")
+    assert unseen.episode_options("eval", 3, 0) == {"task": "put some keychain on safe."}
+    every = make("alfworld-pick", data=root, tasks="all")
+    assert every.task_strings == ("put some candle on sidetable.",
+                                  "put some cellphone on armchair.")
+
+
+def test_a_task_option_picks_a_game_with_that_task(games):
+    root, _ = games
+    env = make("alfworld-pick", data=root)
+    assert env.game_tasks == ["put some candle on sidetable.", "put some cellphone on armchair."]
+    for task in env.game_tasks:
+        for seed in (0, 1, 2):
+            obs, info = env.reset(seed=seed, options={"task": task})
+            assert info["task"] == env.task == task == task_of(info["gamefile"])
+            assert obs["text"].endswith(f"Your task is to: {task}")
+    with pytest.raises(UserError, match=re.escape("the task string 'put a fork in drawer.'")):
+        env.reset(seed=0, options={"task": "put a fork in drawer."})
+    with pytest.raises(UserError, match="a task or a game, not both"):
+        env.reset(seed=0, options={"task": env.game_tasks[0], "game": 0})
+
+
+def test_the_random_protocol_is_unchanged(games):
+    """protocol="random": no episode options, and each reset picks a game uniformly with its
+    seed, as before the paper's protocol existed."""
+    root, _ = games
+    env = make("alfworld-pick", data=root, protocol="random")
+    assert env.episode_options("train", 0, 0) is None
+    assert env.episode_options("eval", 0, 0) is None
+    for seed in range(6):
+        _, info = env.reset(seed=seed)
+        assert info["gamefile"] == env.games[random.Random(seed).randrange(len(env.games))]
+
+
+def _alfworlds_first(split_dir, n):
+    """The train games ALFWorld's own AlfredTWEnv keeps with num_train_games=n, in its order."""
+    import_alfworld()
+    from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
+
+    config = engine_config(split_dir, 61)
+    config["dataset"]["num_train_games"] = n
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return AlfredTWEnv(config, train_eval="train").game_files
+
+
+def test_the_pool_keeps_the_first_games_in_sorted_order_before_the_task_filter(tmp_path,
+                                                                              monkeypatch):
+    tasks = {"Toilet-401": "put a candle in toilet", "Toilet-402": "put some candle on toilet",
+             "Cart-403": "put a candle in cart", "SideTable-404": "put a candle in sidetable"}
+    for name, task in tasks.items():
+        _write_trial(tmp_path, f"pick_and_place_simple-Candle-None-{name}",
+                     "pick_and_place_simple", task=task)
+    monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path))
+    split_dir = tmp_path / "json_2.1.1" / "train"
+    every = _alfworlds_first(split_dir, 0)  # the games ALFWorld finds (its order: os.walk)
+    first = sorted(every)[:2]  # the pool: the first 2 in sorted order, on every machine
+    assert make("alfworld-pick", pool=2, tasks="all").games == first
+    assert make("alfworld-pick", pool=2).games == [
+        g for g in first if task_of(g) in PAPER_TRAIN_TASKS]
+    assert len(make("alfworld-pick", pool=0, tasks="all").games) == 4
+    assert [task_of(g) for g in make("alfworld-pick", pool=0).games] == [
+        "put a candle in sidetable.", "put a candle in toilet.", "put some candle on toilet."]
+
+
+def test_the_pool_leaves_generated_sets_whole(games, monkeypatch):
+    root, written = games
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)
+    monkeypatch.setattr("llmrl_cli.envs.alfworld.ensure_default_games", lambda: root)
+    assert make("alfworld-pick", pool=1).games == sorted(str(f) for f in written["train"])

@@ -28,7 +28,7 @@ def test_the_reference_encoder_runs_the_model_on_every_text_every_time():
 
 
 def test_the_reference_prior_makes_one_generate_call_per_prompt(monkeypatch):
-    prior = ReferencePrior(seed=0, cache=None, max_new_tokens=4)
+    prior = ReferencePrior(seed=0, cache=None, max_new_tokens=4, stop_on_newline=True)
     prior._load()
     calls = []
     generate = prior._lm.generate
@@ -41,7 +41,7 @@ def test_the_reference_prior_makes_one_generate_call_per_prompt(monkeypatch):
     monkeypatch.setattr(prior._lm, "generate", counting)
     states = probe_states("frozenlake", 3, seed=0)
     torch.manual_seed(0)
-    out = prior._generate([q.prompt for q in states], 5)
+    out = prior._generate([(q.prompt, 0) for q in states], 5)
     assert calls == [5, 5, 5]
     assert [len(row) for row in out] == [5, 5, 5]
     assert all("\n" not in text for row in out for text in row)
@@ -50,16 +50,17 @@ def test_the_reference_prior_makes_one_generate_call_per_prompt(monkeypatch):
 
 def test_the_paper_stop_words_cost_more_tokens_and_change_no_proposal():
     """``--reference-stop paper`` decodes on past the newline, as the paper's stop words let it;
-    the samples are cut at the newline either way, so with the same draws they are equal."""
+    cut at the newline either way (``stop_on_newline``), the same draws give equal samples."""
     counting = "".join(f"{i}\n" for i in range(1, 14))  # its samples hold a newline at once
     prompts = [counting, probe_states("frozenlake", 1, seed=0)[0].prompt]
     texts, tokens = {}, {}
     for stop in ("newline", "paper"):
-        prior = ReferencePrior(seed=0, cache=None, max_new_tokens=10, stop=stop)
+        prior = ReferencePrior(seed=0, cache=None, max_new_tokens=10, stop=stop,
+                               stop_on_newline=True)
         texts[stop] = []
         for prompt in prompts:  # the same draws for each prompt under both rules
             torch.manual_seed(0)
-            texts[stop] += prior._generate([prompt], 5)
+            texts[stop] += prior._generate([(prompt, 0)], 5)
         tokens[stop] = prior.stats.tokens
     assert texts["paper"] == texts["newline"]
     assert all("\n" not in t and "<END>" not in t for row in texts["paper"] for t in row)

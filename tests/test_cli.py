@@ -31,7 +31,7 @@ def _run(capsys, *args):
     (("run", "--k", "x"), "llmrl: error: bad value for --k:"),
     (("run", "--k", "0"), "llmrl: error: --k must be >= 1, got 0"),
     (("run", "--projection", "fuzzy"),
-     "llmrl: error: unknown projection 'fuzzy'; choose one of: default, paper"),
+     "llmrl: error: unknown projection 'fuzzy'; choose one of: normalised, paper"),
     (("run", "--prior-uniform-mix", "1.5"), "llmrl: error: --prior-uniform-mix must be in [0, 1]"),
     (("run", "--device", "tpu"), "llmrl: error: unknown device 'tpu'; choose one of: auto, cpu, cuda"),
     (("run", "--bogus"), "llmrl: error: no such option: --bogus; valid options: --algo,"),
@@ -40,6 +40,13 @@ def _run(capsys, *args):
     (("sweep",), "llmrl: error: missing argument file; see `llmrl sweep --help`"),
     (("collect", "--env", "frozenlake"),
      "llmrl: error: missing option --out; see `llmrl collect --help`"),
+    (("run", "--prior-draws", "sometimes"),
+     "llmrl: error: unknown prior_draws 'sometimes'; choose one of: fresh, memo"),
+    (("run", "--algo", "llm", "--prior", "uniform"),
+     "llmrl: error: --algo llm acts by the prior alone; give it an LLM or expert-mix prior"),
+    (("prompt", "--env", "lake"),
+     "llmrl: error: unknown env 'lake'; choose one of: alfworld-pick, frozenlake"),
+    (("prompt", "--steps", "0"), "llmrl: error: --steps must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -61,7 +68,7 @@ def test_bad_yaml_and_unknown_setting(capsys, tmp_path):
     agent = tmp_path / "agent.yaml"
     agent.write_text("agent:\n  exploration: boltzmann\n")
     code, err = _run(capsys, "run", "--config", str(agent))
-    assert code == 2 and "exploration must be one of softmax, eps-greedy, greedy" in err
+    assert code == 2 and "exploration must be one of softmax, eps-greedy, eps-softmax, greedy" in err
     memory = tmp_path / "memory.yaml"
     memory.write_text("env: frozenlake\nprior_batch_kv_mb: 0\n")
     code, err = _run(capsys, "run", "--config", str(memory))
@@ -132,3 +139,26 @@ def test_prior_probe_prints_and_writes_per_state_quality(capsys, tmp_path):
     assert (uniform.probs == "0.2500|0.2500|0.2500|0.2500").all()
     assert uniform.p_optimal.tolist() == [
         row.optimal.count("|") * 0.25 + 0.25 for row in uniform.itertuples()]
+
+
+def test_prompt_prints_the_priors_prompts_and_a_q_input(capsys):
+    from llmrl_cli.config import build_config
+    from llmrl_cli.prompt_walk import walk
+
+    main_code = None
+    try:
+        main(["prompt", "--env", "overcooked-salad", "--seed", "0", "--steps", "2"])
+    except SystemExit as exc:  # pragma: no cover - typer may exit 0
+        main_code = exc.code
+    assert main_code in (None, 0)
+    out = capsys.readouterr().out
+    steps = walk(build_config(env="overcooked-salad", algo="dqn-prior", seed=0), 2)
+    assert out.count("===== state ") == 2 and "history 5" in out
+    assert steps[0].prompt in out and steps[1].prompt in out
+    assert steps[0].prompt.startswith("Your task is to serve the dish of a bowl only containing "
+                                      "chopped tomato and lettuce.\nHistory:\n\nCurrent "
+                                      "Observation: ")
+    # the second prompt carries the first step: the expert's action
+    assert f"Action: {steps[0].action}." in steps[1].prompt
+    observation = steps[0].prompt.split("Current Observation: ")[1].split("\n")[0]
+    assert steps[0].q_input == f"Observation: {observation}, Action: {steps[0].action}."

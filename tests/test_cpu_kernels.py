@@ -210,7 +210,8 @@ def test_embedded_prior_samples_the_same_texts_with_and_without_the_kernels():
                "You are in the kitchen. There is a tomato on the counter. Action:"]
     fast = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6)
     plain = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, cpu_kernels=False)
-    assert fast._generate(prompts, 5) == plain._generate(prompts, 5)
+    jobs = [(prompt, 0) for prompt in prompts]
+    assert fast._generate(jobs, 5) == plain._generate(jobs, 5)
     assert any(isinstance(m, PackedLinear) for m in fast._lm.modules())
     assert not any(isinstance(m, PackedLinear) for m in plain._lm.modules())
     reference = ReferencePrior(seed=0, cache=None)  # the bench's paper-code pattern: plain

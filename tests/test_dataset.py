@@ -2,7 +2,7 @@
 
 import pytest
 
-from llmrl_cli.data.dataset import Dataset, Transition, load_dataset
+from llmrl_cli.data.dataset import Dataset, Transition, from_paper_rows, load_dataset
 from llmrl_cli.errors import UserError
 from tests.conftest import FIXTURES
 
@@ -51,3 +51,28 @@ def test_bad_dataset_files(tmp_path):
     broken.write_text("{not json\n")
     with pytest.raises(UserError, match="line 1 is not JSON"):
         load_dataset(broken)
+
+
+def test_paper_rows_are_cut_into_episodes():
+    """Where a transition is done, or the next one does not start where it ended."""
+    def row(obs, nxt, done=False):
+        return {"instruction": "Cook.", "obs_text": obs, "action": "a", "next_obs_text": nxt,
+                "reward": 0.0, "done": done, "actions": ["a"], "next_actions": ["a"]}
+
+    data = from_paper_rows([row("s0", "s1"), row("s1", "s2", True), row("s0", "s1"),
+                            row("x0", "x1")], "overcooked-salad")
+    assert (data.env, data.instruction) == ("overcooked-salad", "Cook.")
+    assert [(tr.episode, tr.t) for tr in data.transitions] == [(0, 0), (0, 1), (1, 0), (2, 0)]
+    assert len(from_paper_rows([], "e")) == 0
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temporary_file(tmp_path):
+    path = tmp_path / "d.jsonl"
+    good = Dataset("frozenlake", "Reach the goal.",
+                   [Transition(0, 0, "s", ("a",), "a", 1.0, "s'", ("a",), True)])
+    good.save(path)
+    bad = Dataset("frozenlake", "Reach the goal.",
+                  [Transition(0, 0, "s", ("a",), "a", object(), "s'", ("a",), True)])
+    with pytest.raises(TypeError):
+        bad.save(path)
+    assert load_dataset(path) == good and [p.name for p in tmp_path.iterdir()] == ["d.jsonl"]

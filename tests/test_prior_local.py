@@ -32,22 +32,46 @@ def test_prompt_follows_the_paper_layout():
     env = make("frozenlake")
     obs, _ = env.reset(seed=0)
     prompt = build_prompt("frozenlake", env.instruction, obs["text"], obs["actions"],
-                          [history_line("o1", "up"), history_line("o2", "left"),
-                           history_line("o3", "down"), history_line("o4", "right")])
+                          [history_line("o2", "left"), history_line("o3", "down"),
+                           history_line("o4", "right")])  # the runner keeps history_length
     lines = prompt.split("\n")
     assert lines[0] == env.instruction
     assert lines[1] == "History:"
     assert lines[2:5] == ["Observation: o2. Action: left.", "Observation: o3. Action: down.",
-                          "Observation: o4. Action: right."]  # the last 3 pairs only
+                          "Observation: o4. Action: right."]
     assert lines[5] == f"Current Observation: {obs['text']}"
     assert lines[6].endswith("admissible actions: ['left', 'down', 'right', 'up']. Action:")
 
 
 @pytest.fixture(scope="module")
 def smol():
+    """The prior with ``stop_on_newline`` (ours): samples stop early, rows leave the batch."""
+    prior = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, stop_on_newline=True)
+    prior._load()
+    return prior
+
+
+@pytest.fixture(scope="module")
+def smol_paper(smol):
+    """The prior as the paper samples: stops only at end-of-text, cut at <END>/<eos>."""
     prior = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6)
     prior._load()
     return prior
+
+
+def test_the_paper_stop_rule_ends_samples_only_at_end_of_text(smol, smol_paper):
+    eos = smol_paper._tokenizer.eos_token_id
+    assert smol_paper._stop_ids.tolist() == [eos]
+    newline_ids = smol._stop_ids.tolist()
+    assert eos in newline_ids and len(newline_ids) > 1
+    assert all("\n" in smol._tokenizer.decode([i]) for i in newline_ids if i != eos)
+    # the paper's sampler draws on past a newline: the same draws, a longer text
+    prompts = [q.prompt for q in _queries(2)] + [QUICK_STOP]
+    cut, paper = smol._sample(prompts, 4), smol_paper._sample(prompts, 4)
+    assert any("\n" in text for row in paper for text in row)
+    for row_cut, row_paper in zip(cut, paper):
+        for a, b in zip(row_cut, row_paper):
+            assert b.startswith(a) and "\n" not in a
 
 
 def test_sample_mode_returns_k_admissible_proposals(smol):
@@ -56,16 +80,16 @@ def test_sample_mode_returns_k_admissible_proposals(smol):
     assert [len(p) for p in proposals] == [5, 5]
     assert all(a in q.actions for q, p in zip(queries, proposals) for a in p)
     raw = smol.completions(queries, 5)
-    assert all("\n" not in text for row in raw for text in row)
+    assert all("\n" not in text for row in raw for text in row)  # stop_on_newline
 
 
 def test_proposals_are_a_function_of_prompt_and_seed(smol, tmp_path):
     queries = _queries(1)
     first = smol.completions(queries, 4)
     assert smol.completions(queries, 4) == first
-    other_seed = LocalLLMPrior(seed=1, cache=None, max_new_tokens=6)
-    other_seed._tokenizer, other_seed._lm, other_seed._newline_ids = (
-        smol._tokenizer, smol._lm, smol._newline_ids)
+    other_seed = LocalLLMPrior(seed=1, cache=None, max_new_tokens=6, stop_on_newline=True)
+    other_seed._tokenizer, other_seed._lm, other_seed._stop_ids = (
+        smol._tokenizer, smol._lm, smol._stop_ids)
     assert other_seed.completions(queries, 4) != first
 
 
@@ -78,40 +102,49 @@ def test_cache_answers_repeated_prompts_without_the_model(smol, tmp_path):
     assert smol.propose(queries, 3) == first
     assert (smol.stats.model_queries, smol.stats.cache_hits, smol.stats.queries) == (2, 2, 4)
     # a new process reading the same file answers from it too
-    fresh = LocalLLMPrior(seed=0, cache=ProposalCache(tmp_path / "p.sqlite"), max_new_tokens=6)
+    fresh = LocalLLMPrior(seed=0, cache=ProposalCache(tmp_path / "p.sqlite"), max_new_tokens=6,
+                          stop_on_newline=True)
     assert fresh.propose(queries, 3) == first and fresh._lm is None
     smol.cache = None
 
 
-def assert_samples_equal_a_plain_token_by_token_decode(prior, k=4):
+def assert_samples_equal_a_plain_token_by_token_decode(prior, k=4, draws=None):
     """Each of ``prior``'s k completions, drawn again one token at a time by a full forward of
-    prompt + tokens so far, with the same uniform draws."""
+    prompt + tokens so far, with the same uniform draws (block b: draws b*k .. b*k + k - 1)."""
+    from llmrl_cli.priors.llm import cut_completion
     from llmrl_cli.seeding import stable_seed
 
     prompts = [q.prompt for q in _queries(3)]
     prompts.insert(1, QUICK_STOP)  # its row leaves the batch early; the rows after it move up
-    completions = prior._sample(prompts, k)
+    draws = draws or [0] * len(prompts)
+    completions = prior._sample(prompts, k, draws)
     tok, lm = prior._tokenizer, prior._lm
-    for prompt, row in zip(prompts, completions):
+    for prompt, block, row in zip(prompts, draws, completions):
         prompt_ids = tok(prior._format(prompt), add_special_tokens=False)["input_ids"]
         for j, text in enumerate(row):
             uniforms = torch.rand(prior.max_new_tokens, generator=torch.Generator().manual_seed(
-                stable_seed(prior.seed, prompt, j)))
+                stable_seed(prior.seed, prompt, block * k + j)))
             drawn = []
             for u in uniforms:
                 with torch.no_grad():
                     ids = torch.tensor([prompt_ids + drawn], device=lm.device)
                     logits = lm(ids).logits[:, -1].float()
                 drawn.append(int(prior._draw(logits, u[None].to(lm.device))))
-                if drawn[-1] in prior._newline_ids.tolist():
+                if drawn[-1] in prior._stop_ids.tolist():
                     break
-            expected = tok.decode(drawn, skip_special_tokens=True).split("\n", 1)[0].strip()
+            expected = cut_completion(tok.decode(drawn, skip_special_tokens=True),
+                                      prior.stop_on_newline)
             assert text == expected
 
 
 def test_sampled_completions_equal_a_plain_token_by_token_decode(smol):
     """Shared prefixes, early exits and in-place keys/values change the cost, not the draws."""
     assert_samples_equal_a_plain_token_by_token_decode(smol)
+
+
+def test_a_later_draw_block_reads_later_draws_of_the_prompts_sequence(smol_paper):
+    """Fresh draws: visit n of a prompt reads draws n*k .. n*k + k - 1 (paper stop rule)."""
+    assert_samples_equal_a_plain_token_by_token_decode(smol_paper, draws=[2, 0, 1, 3])
 
 
 def test_without_the_prefix_cache_the_padded_prefill_feeds_the_flattened_decode():

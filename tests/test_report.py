@@ -173,3 +173,52 @@ def test_speedup_text():
 
     assert _speedup_text(float("inf")) == "∞ (solved at step 0)"
     assert _speedup_text(1.4975) == "1.50x" and _speedup_text(float("nan")) == ""
+
+
+def _offline_csv(root, experiment, algo, seed, ret, n, dataset=None):
+    """One final eval row of an offline run; ``dataset`` None: a CSV from before llmrl recorded
+    it (no column)."""
+    row = dict.fromkeys(CSV_COLUMNS, 0)
+    row.update(env="overcooked-salad", algo=algo, k=5, seed=seed, episode=500, env_steps=n,
+               prior="uniform" if algo == "cql" else "expert-mix:0.5", eval_return=ret,
+               eval_success=1.0)
+    if dataset is not None:
+        row["dataset"] = dataset
+    path = root / experiment / "overcooked-salad" / algo / f"seed_{seed}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(path, index=False)
+
+
+def test_report_says_which_dataset_each_offline_row_used(tmp_path):
+    """Offline rows show their dataset (the CSV's ``dataset`` column; "not recorded" for older
+    CSVs), online rows none; offline curves and the cql comparison keep datasets apart."""
+    for seed in (0, 1):
+        _offline_csv(tmp_path, "on-paper", "cql-prior", seed, 0.9, 4329, "paper")
+        _offline_csv(tmp_path, "on-paper-cql", "cql", seed, 0.3, 4329, "paper")
+        _offline_csv(tmp_path, "collected", "cql-prior", seed, 0.5, 3996,
+                     "collected:expert-mix:0.5")
+        _offline_csv(tmp_path, "old", "cql", seed, 0.1, 3996)
+    _write(tmp_path, "dqn", 0, [0.0, 1.0], [0.0, 1.0])
+    df = load_results(tmp_path)
+    table = summary_table(df).set_index("experiment")
+    assert table.loc["on-paper", "dataset"] == "paper"
+    assert table.loc["collected", "dataset"] == "collected:expert-mix:0.5"
+    assert table.loc["old", "dataset"] == "not recorded" and table.loc["exp", "dataset"] == ""
+    # speed-up only against the baseline on the same dataset
+    assert table.loc["on-paper", "speedup"] == pytest.approx(1.0)
+    assert math.isnan(table.loc["collected", "speedup"])
+    text = write_report(tmp_path, tmp_path / "out").read_text()
+    assert "| experiment | env | algo | prior | dataset | seeds |" in text
+    assert "| on-paper | overcooked-salad | cql-prior | expert-mix:0.5 | paper | 2 | 500 |" in text
+    assert "| old | overcooked-salad | cql | uniform | not recorded | 2 | 500 |" in text
+    assert "| exp | frozenlake | dqn | uniform |  | 1 | 10 |" in text
+    assert "`dataset`: what an offline row trained on" in text
+    # the offline table: one line per dataset; cql-prior on the paper's compared with cql on it
+    assert "| env | algo | prior | dataset | full-data return |" in text
+    assert "| overcooked-salad | cql-prior | expert-mix:0.5 | paper | 0.900 | 4329 | 4329 |" \
+        in text
+    assert ("| overcooked-salad | cql-prior | expert-mix:0.5 | collected:expert-mix:0.5 | 0.500 "
+            "| 3996 | 3996 |  |") in text  # no cql baseline on that dataset
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert set(summary.dataset.fillna("")) == {"paper", "collected:expert-mix:0.5",
+                                               "not recorded", ""}

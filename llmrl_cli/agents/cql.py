@@ -7,18 +7,15 @@ candidate set C(s), on a fixed dataset of transitions (s, a, r, s', done).
 
 C is every admissible action for ``cql`` and the k LLM proposals for ``cql-prior`` (so the
 conservative push-down and the bootstrap max only range over what the prior proposes). The
-data action a_i enters the logsumexp only if it is in C(s_i), as in the reference code.
-Paper settings: c = 5.0, 10,000 gradient steps, batch 128, soft target tau 0.005, eval every
-500 steps. The squared TD error is summed over the batch, as in the reference code's online
-DQN; ``td_reduction: mean`` gives its CQL script's default (``mse_type='mean'``). With the
-paper's c = 5, the mean made Q climb without bound on Overcooked Salad (the CQL term holds
-Q(s, a_data) about c (1 - p_data) above its target and bootstrapping compounds it), while the
-sum gives c a weight per sample (5 / batch 128) of the order of that script's own default
-(c = 0.1 with the mean). Measured on Salad: README, "Where we differ".
-As in that script, evaluation is greedy (its ``evaluate_q`` plays argmax Q) and the prior is
-asked about dataset states without history (``dataset_prompt_history: 0``; online prompts
-carry the last 3 steps). ``reference_td_broadcast`` (DQNConfig) reproduces its TD target's
-batch broadcast.
+data action a_i enters the logsumexp only if it is in C(s_i), as in the paper's code
+(value-based/CQL_overcook_salad.py:726-744: the concatenation with a_data is unused).
+Paper settings (readme l.55: ``--cql_coef 5.0 --gamma 0.99 --mse_type sum --batch 128
+--train_iter 10000``): c = 5.0, the squared TD error summed over the batch, 10,000 gradient
+steps, batch 128, soft target tau 0.005, an evaluation every 500 steps (``training_iter // 20``,
+l.763) of 10 greedy episodes (its ``evaluate_q`` plays argmax Q, l.443). ``td_reduction: mean``
+gives that script's argparse default (``mse_type='mean'``, l.523), which the paper's command
+does not use. The prior is asked about dataset states without history (l.345, 365;
+``dataset_prompt_history: 0``) and, in evaluation, with the last 5 steps (``hislen``, l.27).
 """
 
 from __future__ import annotations
@@ -32,6 +29,11 @@ from .dqn import DQNAgent, DQNConfig
 
 @dataclass
 class CQLConfig(DQNConfig):
+    """CQL settings (module docstring). ``dataset_max_new_tokens``: the prior's proposals for
+    dataset states are generated with at most this many new tokens, as the reference script's
+    dataset generator (value-based/CQL_overcook_salad.py:636, ``max_new_tokens=20``); online
+    evaluation keeps the run's own ``max_new_tokens``."""
+
     batch_size: int = 128
     cql_coef: float = 5.0
     td_reduction: str = "sum"
@@ -40,6 +42,8 @@ class CQLConfig(DQNConfig):
     eval_policy: str = "greedy"
     # history lines in the prior's prompts for dataset states (the reference script: none)
     dataset_prompt_history: int = 0
+    # new tokens per proposal for dataset states (CQL_overcook_salad.py:636: 20)
+    dataset_max_new_tokens: int = 20
 
     def validate(self) -> None:
         super().validate()
@@ -49,6 +53,8 @@ class CQLConfig(DQNConfig):
             raise ValueError("cql_coef must be >= 0, grad_steps and eval_every_steps >= 1")
         if self.dataset_prompt_history < 0:
             raise ValueError("dataset_prompt_history must be >= 0")
+        if self.dataset_max_new_tokens < 1:
+            raise ValueError("dataset_max_new_tokens must be >= 1")
 
 
 class CQLAgent(DQNAgent):

@@ -5,13 +5,12 @@ C(s) is every admissible action for ``dqn`` and the k actions proposed by the LL
 
     loss = sum_i ( Q(s_i, a_i) - [ r_i + gamma * (1 - done_i) * max_{a' in C(s'_i)} Q_target(s'_i, a') ] )^2
 
-(summed squared error over the batch, as in the reference code; ``reference_td_broadcast``
-reproduces that code's [B, 1] - [B] broadcast, which regresses each Q on the batch's mean
-reward), AdamW, grad-norm clip 1.0,
-soft (tau) or hard (every n steps) target updates. Acting samples a candidate index with
-probability softmax(Q(s, a_i) / alpha) over the k proposals — Proposition 1's direct posterior
-sampling; the paper's code writes alpha=10 as a multiplier, i.e. alpha = 0.1 here — or
-eps-greedy over the candidates.
+(summed squared error over the batch, per transition, as the paper's code computes it:
+value-based/train_overcooked.py:862-876), AdamW, grad-norm clip 1.0, soft (tau) or hard (every
+n steps) target updates. Acting picks a candidate index by one of ``EXPLORATIONS``: softmax(Q
+(s, a_i) / alpha) over the k proposals -- Proposition 1's direct posterior sampling; the
+paper's code writes alpha=10 as a multiplier, i.e. alpha = 0.1 here -- eps-greedy, eps-softmax
+(a uniform candidate with probability eps, else softmax; the paper's Salad script) or greedy.
 """
 
 from __future__ import annotations
@@ -25,7 +24,10 @@ import torch.nn.functional as F
 
 from .qnet import QHead
 
-EXPLORATIONS = ("softmax", "eps-greedy", "greedy")
+EXPLORATIONS = ("softmax", "eps-greedy", "eps-softmax", "greedy")
+#: which finished episodes enter the replay buffer: "off" = all, once; "paper" = the paper's
+#: ALFWorld rule (BufferBalance)
+BUFFER_BALANCES = ("off", "paper")
 
 
 @dataclass
@@ -42,10 +44,11 @@ class DQNConfig:
     target_update: str = "soft"  # "soft" (every step, tau) or "hard" (copy every n steps)
     tau: float = 0.005
     target_update_every: int = 20  # gradient steps between hard copies
-    exploration: str = "softmax"  # softmax(Q/alpha) | eps-greedy | greedy over the candidates
-    alpha: float = 0.1
-    epsilon: float = 0.2
-    eval_policy: str = "softmax"  # the paper evaluates with the same softmax(Q/alpha)
+    # softmax(Q/alpha) | eps-greedy | eps-softmax | greedy over the candidates
+    exploration: str = "softmax"
+    alpha: float = 0.1  # softmax temperature; the paper's alpha 10 multiplies Q (= 0.1 here)
+    epsilon: float = 0.2  # eps-greedy / eps-softmax: chance of a uniformly random candidate
+    eval_policy: str = "softmax"  # Tomato's evaluate_q samples softmax(10 Q); Salad's is greedy
     train_every: int = 5  # episodes between training phases
     train_iters: int = 40  # gradient steps per training phase
     # > 0: a training phase takes ceil(train_passes * |replay| / batch_size) gradient steps
@@ -59,16 +62,15 @@ class DQNConfig:
     # "Observation: ..., Action: ..." differ by ~1e-3 in cosine between actions, which the
     # MLP barely separates; standardising makes them distinct (README, "Where we differ").
     feature_norm: bool = False
-    # The reference code's TD target as it runs: its Q is [B, 1] and its rewards and dones [B],
-    # so r + gamma (1 - done) max Q' broadcasts to a [B, B] matrix and every Q(s_i, a_i) is
-    # regressed on r_j + gamma (1 - done_j) max Q'(s'_i) for all j in the batch -- in effect
-    # on the batch-mean reward. Off: each transition's own r_i, done_i (the paper's equations).
-    reference_td_broadcast: bool = False
+    # "paper": the paper's ALFWorld admission rule (BufferBalance); "off": every episode once
+    buffer_balance: str = "off"
 
     def validate(self) -> None:
         for name in ("exploration", "eval_policy"):
             if getattr(self, name) not in EXPLORATIONS:
                 raise ValueError(f"{name} must be one of {', '.join(EXPLORATIONS)}")
+        if self.buffer_balance not in BUFFER_BALANCES:
+            raise ValueError(f"buffer_balance must be one of {', '.join(BUFFER_BALANCES)}")
         if self.target_update not in ("soft", "hard"):
             raise ValueError("target_update must be soft or hard")
         for name in ("batch_size", "buffer_size", "train_every", "eval_every", "eval_episodes"):
@@ -100,12 +102,47 @@ def choose(q: torch.Tensor, policy: str, cfg: DQNConfig, rng: torch.Generator) -
     """Index of the candidate to play, given its Q-values ``[n]`` (duplicates included)."""
     if policy == "greedy":
         return int(q.argmax())
-    if policy == "eps-greedy":
+    if policy in ("eps-greedy", "eps-softmax"):
         if float(torch.rand((), generator=rng)) < cfg.epsilon:
             return int(torch.randint(len(q), (), generator=rng))
-        return int(q.argmax())
+        if policy == "eps-greedy":
+            return int(q.argmax())
     probs = torch.softmax(q.double() / cfg.alpha, dim=0).cpu()
     return int(torch.multinomial(probs, 1, generator=rng))
+
+
+class BufferBalance:
+    """The paper's ALFWorld rule for which finished episodes enter the replay buffer
+    (value-based/train_alfworld.py:34-35, 574-595, 781-782).
+
+    With an LLM prior: a success always enters; a failure enters while failures <= successes +
+    100 (the script counts successes from 100). Plain DQN: every episode enters, and while the
+    count of successes and repeats is below the failures, the episode enters once more -- so in
+    a run of failures each failure enters twice.
+    """
+
+    def __init__(self, baseline: bool) -> None:
+        self.baseline = baseline
+        self.good = 0 if baseline else 100
+        self.bad = 0
+
+    def copies(self, success: bool) -> int:
+        """How many times the episode just finished enters the buffer (0, 1 or more)."""
+        admitted = success or self.bad <= self.good or self.baseline
+        if admitted:
+            self.good += success
+            self.bad += not success
+        copies = int(admitted)
+        while self.baseline and self.good < self.bad:
+            copies += 1
+            self.good += 1
+        return copies
+
+    def state_dict(self) -> dict:
+        return {"good": self.good, "bad": self.bad}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.good, self.bad = state["good"], state["bad"]
 
 
 class DQNAgent:
@@ -155,13 +192,8 @@ class DQNAgent:
 
     def td_error(self, q: torch.Tensor, batch: dict[str, torch.Tensor],
                  reduction: str) -> torch.Tensor:
-        """Squared TD error of the Q-values ``q [B]``, summed or averaged. With
-        ``reference_td_broadcast`` the [B, B] version of the reference code (DQNConfig)."""
-        if not self.cfg.reference_td_broadcast:
-            return F.mse_loss(q, self.td_target(batch), reduction=reduction)
-        target = (batch["reward"][None, :] + self.cfg.gamma * (1.0 - batch["done"][None, :])
-                  * self.next_value(batch)[:, None])
-        return F.mse_loss(q[:, None].expand_as(target), target, reduction=reduction)
+        """Squared TD error of the Q-values ``q [B]``, summed or averaged."""
+        return F.mse_loss(q, self.td_target(batch), reduction=reduction)
 
     def td_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.td_error(self.q(self.inputs(batch["features"])), batch, "sum")

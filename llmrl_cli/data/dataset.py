@@ -6,16 +6,20 @@ transition per line with ``episode, t, obs_text, actions, action, reward, next_o
 next_actions, done``. ``episode`` and ``t`` let the prior's prompt history (the last 3
 observation/action pairs) be rebuilt for any dataset state.
 
-The paper's Overcooked (Salad) dataset is plain JSON lines of ``instruction, obs_text, action,
-next_obs_text, reward, done, actions, next_actions`` with no episode ids; ``load_dataset``
+The paper's Overcooked (Salad) dataset, converted to JSON lines, is ``instruction, obs_text,
+action, next_obs_text, reward, done, actions, next_actions`` with no episode ids; ``load_dataset``
 reads it as it is and cuts episodes where a transition does not continue the previous one
 (its ``obs_text`` differs from the previous ``next_obs_text``) or the previous one was done.
+``llmrl dataset import-paper`` converts the paper's own pickle to our format
+(``data/paper_dataset.py``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import secrets
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,15 +74,21 @@ class Dataset:
         return Dataset(self.env, self.instruction, kept)
 
     def save(self, path: Path | str) -> Path:
+        """Write atomically: a temporary file beside ``path``, then ``os.replace``, so a reader
+        never sees half a dataset and two writers never share a temporary file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with tmp.open("w") as f:
-            f.write(json.dumps({"format": FORMAT, "version": VERSION, "env": self.env,
-                                "instruction": self.instruction}) + "\n")
-            for tr in self.transitions:
-                f.write(json.dumps(asdict(tr)) + "\n")
-        tmp.replace(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            with tmp.open("x") as f:
+                f.write(json.dumps({"format": FORMAT, "version": VERSION, "env": self.env,
+                                    "instruction": self.instruction}) + "\n")
+                for tr in self.transitions:
+                    f.write(json.dumps(asdict(tr)) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
 
@@ -100,6 +110,26 @@ def _transition(row: dict, episode: int, t: int) -> Transition:
                       next_actions=tuple(row["next_actions"]), done=bool(row["done"]))
 
 
+def from_paper_rows(rows: Iterable[dict], env: str) -> Dataset:
+    """A Dataset from the paper's rows (dicts of its JSON-lines fields), in their order.
+
+    The paper's data has no episode ids: an episode ends where a transition is done or the
+    next one does not start from its ``next_obs_text``. The instruction is the first row's."""
+    data: Dataset | None = None
+    episode, t, previous = 0, 0, None
+    for row in rows:
+        if data is None:
+            data = Dataset(env, row["instruction"])
+        if previous is not None:
+            if previous.done or row["obs_text"] != previous.next_obs_text:
+                episode, t = episode + 1, 0
+            else:
+                t += 1
+        previous = _transition(row, episode, t)
+        data.transitions.append(previous)
+    return data if data is not None else Dataset(env, "")
+
+
 def load_dataset(path: Path | str, env: str | None = None) -> Dataset:
     """Our format, or the paper's JSON lines (episodes rebuilt); ``env`` names the latter's env."""
     path = Path(path)
@@ -119,17 +149,7 @@ def load_dataset(path: Path | str, env: str | None = None) -> Dataset:
                                               "next_actions": tuple(r["next_actions"])})
                                 for r in rows]
             return data
-        data = Dataset(env or "", first["instruction"])
-        episode, t, previous = 0, 0, None
-        for row in [first, *rows]:
-            if previous is not None:
-                if previous.done or row["obs_text"] != previous.next_obs_text:
-                    episode, t = episode + 1, 0
-                else:
-                    t += 1
-            previous = _transition(row, episode, t)
-            data.transitions.append(previous)
-        return data
+        return from_paper_rows([first, *rows], env or "")
     except (KeyError, TypeError) as exc:
         raise UserError(f"dataset {str(path)!r} is neither an {FORMAT} file nor the paper's "
                         f"JSON lines (missing field {exc})") from None

@@ -1,20 +1,41 @@
 """ALFWorld Pick & Place (task type 1) on ALFWorld's real text engine, as the paper used it.
 
-The paper reached ALFWorld through LLF-Bench; this env is that thin layer, without LLF-Bench:
+The paper (yanxue7/RL-LLM-Prior, value-based/train_alfworld.py) reached ALFWorld through
+LLF-Bench; this env is that thin layer, without LLF-Bench:
 
 - Games: with ``data=PATH`` or ``$ALFWORLD_DATA`` set, the official layout under it
   (``json_2.1.1/train`` for ``split="train"``, ``json_2.1.1/valid_unseen`` for ``"unseen"``);
   otherwise llmrl's generated set (``alfworld_gen``; made once under the cache dir). Games are
-  found by ALFWorld's own ``AlfredTWEnv`` (pick_and_place_simple, marked solvable). With
-  ``tasks="paper"`` (default) the train split keeps only the 26 task strings the paper's code
-  trains on (``PAPER_TRAIN_TASKS``); ``tasks="all"`` keeps every game.
+  found by ALFWorld's own ``AlfredTWEnv`` (pick_and_place_simple, marked solvable).
+- Pool: the paper's config (envs/alfworld/base_config.yaml: ``num_train_games: 50``,
+  ``task_types: [1]``) makes AlfredTWEnv keep the first 50 type-1 train games in the order it
+  finds them (``os.walk``, i.e. the file system's listing order, which differs between
+  machines, so the paper's 50 cannot be known). With the user's data, ``pool`` (default 50;
+  0 = all) keeps the first ``pool`` train games in sorted path order, which every machine
+  shares, before the task filter below. llmrl's generated sets are used whole.
+- Task filter: with ``tasks="paper"`` (default) the train split keeps only the games whose task
+  string is one of the 26 the paper's code plays (``PAPER_TRAIN_TASKS``); ``tasks="all"`` keeps
+  every game. ``env.games`` is the kept games, sorted; ``env.game_tasks`` their task strings.
+- Protocol, which game an episode plays (``episode_options``, used by the runner):
+  ``"paper"`` (default) follows train_alfworld.py. Training episode n plays the task string
+  ``schedule[n]``: the strings in list order, then each later pass a fresh shuffle (:405-416:
+  the next string of ``test_envs``, the list reshuffled after each full pass). Evaluation
+  episode i plays string ``i mod len`` in list order (:616-626, and :871 runs one greedy episode
+  per string). The strings (``env.task_strings``) are the paper's 26; with ``tasks="all"`` or
+  ``split="unseen"`` they are the pool's distinct task strings, sorted, since the paper's 26
+  are not what those games hold. ``"random"``: each reset picks a uniformly random game.
 - ``reset(seed)`` picks one game with that seed and loads it into the engine;
-  ``options={"game": i}`` (an index into ``env.games``, or a game file) chooses it.
+  ``options={"task": s}`` picks, with the seed, among the games whose task string contains
+  ``s`` (the paper resets until ``target_task in task``, :406-411); ``options={"game": i}``
+  (an index into ``env.games``, or a game file) chooses the game itself.
 - ``env.instruction``: one of LLF-Bench's five ALFWorld instruction paraphrases (picked with
   the reset seed) around "Your task is to: put a candle in toilet.".
-- ``obs["text"]``: the engine's text (the welcome banner dropped, as the paper's code does);
-  ``obs["actions"]``: its admissible commands, sorted. The prompt (priors/prompts.py) adds
-  LLF-Bench's ". You are allowed to take the following actions: ..." to it.
+- ``obs["text"]``: the engine's text (the welcome banner dropped, as the paper's code does,
+  :425-427); ``obs["actions"]``: its admissible commands, sorted.
+- Prompt: ``paper_prompt`` is the paper's (:317-327 with the ``Action_prompt`` of :395): the
+  task, then LLF-Bench's observation (``llf_observation``: the text, ". You are allowed to take
+  the following actions: ", the actions joined by ", "; llfbench/envs/alfworld/alfworld.py
+  :113-120), then the question; no history.
 - Wording: ``"paper"`` (default) shows the ALFWorld 0.3.5 grammar the paper's runs had:
   "put X in/on Y" (engine: "move X to Y"), "You put the X in/on the Y.", and no ``help``
   command; ``"alfworld"`` shows the installed engine's (0.4.2) wording unchanged.
@@ -35,6 +56,7 @@ import random
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +64,7 @@ from gymnasium import spaces
 
 from ..errors import UserError, unknown_choice
 from ..paths import cache_dir
+from ..seeding import stable_seed
 from .alfworld_engine import (BANNER, Engine, alfred_tw_env, collect_games, memoize_text_parser,
                               unmemoize_text_parser)
 from .alfworld_gen import PAPER_TRAIN_TASKS, SPLIT_DIRS, generate
@@ -49,9 +72,15 @@ from .base import TextEnv, text_observation_space
 
 WORDINGS = ("paper", "alfworld")
 TASK_SETS = ("paper", "all")
+PROTOCOLS = ("paper", "random")
+EPISODE_KINDS = ("train", "eval")
+#: the paper's num_train_games (envs/alfworld/base_config.yaml)
+DEFAULT_POOL = 50
+#: the paper's question after the observation (train_alfworld.py:395, ``Action_prompt``)
+PAPER_QUESTION = "Please select an action from the admissible actions. \n Action:"
 DEFAULT_HORIZON = 61
 #: the default generated set: games per split, and the seed (change VERSION with the generator)
-DEFAULT_GAMES, DEFAULT_SEED, GENERATOR_VERSION = 36, 0, 1
+DEFAULT_GAMES, DEFAULT_SEED, GENERATOR_VERSION = 52, 0, 2
 
 #: LLF-Bench's ALFWorld instructions (llfbench/envs/alfworld/prompts.py), in our words
 INSTRUCTIONS = (
@@ -118,6 +147,37 @@ def task_of(game_file: str) -> str:
     return match.group(1) if match else ""
 
 
+def llf_observation(text: str, actions: Sequence[str]) -> str:
+    """An observation as LLF-Bench writes it: the engine's text, then the admissible actions.
+
+    LLF-Bench adds ". You are allowed ..." after the text even when it ends with a period, so a
+    first state reads "... put a candle in toilet.. You are allowed ...". (After a win it also
+    appends a congratulation, which no prompt sees: the episode is over.)
+    """
+    return f"{text}. You are allowed to take the following actions: {', '.join(actions)}."
+
+
+def paper_prompt(task: str, text: str, actions: Sequence[str]) -> str:
+    """The paper's ALFWorld prompt for ``task`` ("put a candle in toilet."), the state's
+    ``obs["text"]`` and ``obs["actions"]``; byte for byte as train_alfworld.py:317-327 builds
+    it, with no space after "Current observation:" and no history."""
+    return (f"Task: Your task is to: {task}\nCurrent observation:"
+            f"{llf_observation(text, actions)}\n{PAPER_QUESTION}")
+
+
+def paper_schedule(task_strings: Sequence[str], index: int, run_seed: int) -> str:
+    """The task string of training episode ``index`` under the paper's protocol.
+
+    Pass 0 plays ``task_strings`` in order; pass p > 0 a shuffle of them seeded by
+    (``run_seed``, p), so every pass plays each string once (train_alfworld.py:405-416).
+    """
+    pass_number, position = divmod(index, len(task_strings))
+    order = list(task_strings)
+    if pass_number > 0:
+        random.Random(stable_seed("alfworld-schedule", run_seed, pass_number)).shuffle(order)
+    return order[position]
+
+
 def to_paper(text: str) -> str:
     """Engine (0.4.2) wording -> the 0.3.5 wording, for a command or a feedback text."""
     text = _MOVE.sub(r"put \1 in/on \2", text)
@@ -129,17 +189,22 @@ class AlfworldPick(TextEnv):
 
     def __init__(self, split: str = "train", data: str | Path | None = None,
                  horizon: int = DEFAULT_HORIZON, wording: str = "paper",
-                 tasks: str = "paper", fast_text: bool = True) -> None:
+                 tasks: str = "paper", fast_text: bool = True, protocol: str = "paper",
+                 pool: int = DEFAULT_POOL) -> None:
         if split not in SPLIT_DIRS:
             raise unknown_choice("ALFWorld split", split, SPLIT_DIRS)
         if wording not in WORDINGS:
             raise unknown_choice("ALFWorld wording", wording, WORDINGS)
         if tasks not in TASK_SETS:
             raise unknown_choice("ALFWorld task set", tasks, TASK_SETS)
+        if protocol not in PROTOCOLS:
+            raise unknown_choice("ALFWorld protocol", protocol, PROTOCOLS)
+        if int(pool) < 0:
+            raise UserError(f"pool must be >= 0 (0 = all games), got {pool}")
         self.horizon = int(horizon)
         if self.horizon < 1:
             raise UserError(f"horizon must be >= 1, got {horizon}")
-        self.split, self.wording = split, wording
+        self.split, self.wording, self.protocol = split, wording, protocol
         root, users = data_root(data)
         split_dir = root / "json_2.1.1" / SPLIT_DIRS[split]
         if not split_dir.is_dir():
@@ -148,14 +213,26 @@ class AlfworldPick(TextEnv):
                             "official layout json_2.1.1/{train,valid_unseen}/<task>/<trial>/"
                             "{traj_data.json,game.tw-pddl} (alfworld-download), or unset it "
                             "to play llmrl's generated games")
-        games = collect_games(split_dir, self.horizon)
-        if split == "train" and tasks == "paper":
-            games = [g for g in games if task_of(g) in PAPER_TRAIN_TASKS]
+        games = [(g, task_of(g)) for g in self._pool(split_dir, users, int(pool))]
+        paper_tasks = split == "train" and tasks == "paper"
+        if paper_tasks:
+            games = [(g, t) for g, t in games if t in PAPER_TRAIN_TASKS]
         if not games:
             raise UserError(f"no solvable pick-and-place games under {split_dir}"
                             + (" with the paper's task strings (try tasks=all)"
-                               if split == "train" and tasks == "paper" else ""))
-        self.games = games
+                               if paper_tasks else ""))
+        self.games = [g for g, _ in games]
+        self.game_tasks = [t for _, t in games]
+        #: the task strings the "paper" protocol schedules (module docstring)
+        self.task_strings: tuple[str, ...] = (
+            PAPER_TRAIN_TASKS if paper_tasks else tuple(sorted(set(self.game_tasks))))
+        missing = [t for t in self.task_strings if not any(t in g for g in self.game_tasks)]
+        if missing and protocol == "paper":  # the paper's loop would wait forever for them
+            print(f"llmrl: note: {len(missing)} of the paper's {len(self.task_strings)} ALFWorld "
+                  f"task strings have no game in the pool ({', '.join(missing)}); the paper "
+                  "protocol cycles through the other "
+                  f"{len(self.task_strings) - len(missing)}", file=sys.stderr)
+            self.task_strings = tuple(t for t in self.task_strings if t not in missing)
         # exact cache of TextWorld's grammar parses (alfworld_engine.memoize_text_parser);
         # process-wide: fast_text=False restores TextWorld's own parser for every env
         (memoize_text_parser if fast_text else unmemoize_text_parser)()
@@ -168,6 +245,24 @@ class AlfworldPick(TextEnv):
         self._text, self._actions, self._commands = "", [], []
         self._expert: list[str] = []
         self._steps = 0
+
+    def _pool(self, split_dir: Path, users: bool, pool: int) -> list[str]:
+        """The split's games, sorted: with the user's data, the train split keeps only the first
+        ``pool`` in AlfredTWEnv's own order (as ``num_train_games`` does; 0 = all)."""
+        if not (users and self.split == "train" and pool > 0):
+            return collect_games(split_dir, self.horizon)
+        found = alfred_tw_env(str(split_dir), self.horizon).game_files
+        return sorted(found)[:pool]
+
+    def episode_options(self, kind: str, index: int, run_seed: int) -> dict | None:
+        """``{"task": string}`` under the "paper" protocol (module docstring), else None."""
+        if kind not in EPISODE_KINDS:
+            raise unknown_choice("episode kind", kind, EPISODE_KINDS)
+        if self.protocol == "random":
+            return None
+        if kind == "train":
+            return {"task": paper_schedule(self.task_strings, index, run_seed)}
+        return {"task": self.task_strings[index % len(self.task_strings)]}
 
     # -- wording ------------------------------------------------------------------------------
     def _show(self, text: str) -> str:
@@ -200,15 +295,27 @@ class AlfworldPick(TextEnv):
         super().reset(seed=seed)
         rng = random.Random(seed) if seed is not None else random.Random(
             int(self.np_random.integers(2**31)))
-        index = rng.randrange(len(self.games))
-        game = (options or {}).get("game")
+        options = options or {}
+        task, game = options.get("task"), options.get("game")
+        if task is not None and game is not None:
+            raise UserError("reset options: give a task or a game, not both")
+        if task is not None:
+            matching = [i for i, t in enumerate(self.game_tasks) if str(task) in t]
+            if not matching:
+                raise UserError(f"no game of this ALFWorld env ({self.split} split, "
+                                f"{len(self.games)} games) has the task string {task!r} (with "
+                                "ALFWorld's data, pool=0 keeps all its games; protocol=random "
+                                "plays any game)")
+            index = matching[rng.randrange(len(matching))]
+        else:
+            index = rng.randrange(len(self.games))
         if isinstance(game, int):
             index = game
         elif game is not None:
             index = self.games.index(str(game))
         self.game_file = self.games[index]
         obs, infos = self.engine.reset(self.game_file, seed=rng.randrange(2**31))
-        self.task = task_of(self.game_file)
+        self.task = self.game_tasks[index]
         self.instruction = rng.choice(INSTRUCTIONS).format(task=f"Your task is to: {self.task}")
         self._steps = 0
         self._observe(obs, infos)

@@ -15,9 +15,10 @@ one or two places (sometimes inside a closed receptacle) and 3-8 distractor obje
 vocabulary (object and receptacle types, which receptacle holds which object, which ones open)
 is ALFWorld's own (``alfworld.gen.constants``), the goal and task templates its goal library's.
 
-Split: a task is an (object, receptacle) combination. ``train`` uses the 18 combinations of the
-paper's 26 task strings (``PAPER_TRAIN_TASKS``; a train game's task is one of those strings);
-``unseen`` uses 16 others (``UNSEEN_PAIRS``) made
+Split: a task is an (object, receptacle) combination. ``train`` game i has the paper's task
+string i mod 26 (``PAPER_TRAIN_TASKS``, 18 combinations in the "a X in Y" and "some X on Y"
+wordings), so every string has a game once the split holds 26; ``unseen`` uses 16 other
+combinations (``UNSEEN_PAIRS``) made
 of the same objects and receptacles combined differently. A game is kept only when ALFWorld's
 handcoded expert, played from the start, solves it within the step limit; ``solvable`` records
 that check. Everything is a function of the seed.
@@ -253,14 +254,25 @@ def write_game(spec: GameSpec, trial_dir: Path, solvable: bool | None = None) ->
     return path
 
 
+def pair_of(task: str) -> tuple[str, str]:
+    """The (object, receptacle) type names of a paper task string ("put a cd in dresser.")."""
+    words = task.rstrip(".").split()
+    obj, recep = words[2], words[4]
+    for pair in TRAIN_PAIRS:
+        if (pair[0].lower(), pair[1].lower()) == (obj, recep):
+            return pair
+    raise ValueError(f"no train combination for the task {task!r}")
+
+
 def generate(out: Path, n: int, seed: int, splits: tuple[str, ...] = ("train", "unseen"),
              horizon: int = 50, max_tries: int = 20,
              progress=lambda done, total: None) -> dict[str, list[Path]]:
     """Write ``n`` expert-solvable games per split under ``out/json_2.1.1``; return their files.
 
-    Game ``i`` of a split has the task combination ``i mod (number of combinations)``, so every
-    combination appears once before any appears twice. A candidate is kept when ALFWorld's
-    handcoded expert solves it within ``horizon`` steps; else the next candidate is tried.
+    Game ``i`` of the train split has the paper's task string ``i mod 26``, game ``i`` of the
+    unseen split the combination ``i mod 16``, so every string or combination appears once
+    before any appears twice. A candidate is kept when ALFWorld's handcoded expert solves it
+    within ``horizon`` steps; else the next candidate is tried.
     """
     from .alfworld_engine import expert_solves
 
@@ -273,12 +285,16 @@ def generate(out: Path, n: int, seed: int, splits: tuple[str, ...] = ("train", "
         split_dir = out / "json_2.1.1" / SPLIT_DIRS[split]
         written[split] = []
         for i in range(n):
-            obj, recep = pairs[i % len(pairs)]
+            if split == "train":
+                task = PAPER_TRAIN_TASKS[i % len(PAPER_TRAIN_TASKS)]
+                obj, recep = pair_of(task)
+                tasks: tuple[str, ...] | None = (task,)
+            else:
+                (obj, recep), tasks = pairs[i % len(pairs)], None
             for attempt in range(max_tries):
                 key = f"{seed}/{split}/{i}/{attempt}"
                 rng = random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16))
-                spec = make_game(obj, recep, rng,
-                                 PAPER_TRAIN_TASKS if split == "train" else None)
+                spec = make_game(obj, recep, rng, tasks)
                 trial = (split_dir / f"{TASK_TYPE}-{obj}-None-{recep}-{spec.room}"
                          / f"trial_s{seed}_{i:04d}")
                 path = write_game(spec, trial)

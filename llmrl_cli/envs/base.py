@@ -55,6 +55,17 @@ class TextEnv(gym.Env[dict, int]):
         with one fixed task (see ``encoders.format_pair``)."""
         return None
 
+    def episode_options(self, kind: str, index: int, run_seed: int) -> dict | None:
+        """The ``reset`` options of an episode: the ``index``-th training episode of the run
+        (``kind="train"``, counted from 0 over the whole run) or the ``index``-th episode of an
+        evaluation (``kind="eval"``); ``run_seed`` is the run's seed.
+
+        Envs whose protocol fixes which task each episode plays (ALFWorld's training schedule
+        over task strings) say so here, so the runner need not know any env's protocol. The
+        default, None, leaves the choice to ``reset``'s seed.
+        """
+        return None
+
     def resolve_action(self, action: Any) -> int:
         """Map an index or an admissible action string to its index, or raise ValueError."""
         actions = self.admissible_actions()

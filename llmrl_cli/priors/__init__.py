@@ -8,13 +8,15 @@ from .base import (ActionPrior, ExpertMixPrior, PriorQuery, PriorStats, UniformM
                    UniformPrior)
 from .cache import ProposalCache
 
-_LLM_OPTIONS = ("--prior-mode sample|score, --k, --projection default|paper (sample), "
+_LLM_OPTIONS = ("--prior-mode sample|score, --k, --projection paper|normalised (sample), "
+                "--max-new-tokens, --stop-on-newline (sample), --prior-draws fresh|memo, "
                 "--temperature, --top-p, --chat-template (sample and score), "
                 "--prior-permutations N (score), --prior-uniform-mix EPS, --no-prior-cache")
 
 #: name -> one-line description with its options (shown by `llmrl priors`)
 PRIORS = {
-    "uniform": "every admissible action once (what makes the dqn/cql baselines); no options",
+    "uniform": "every admissible action once (what makes the dqn/cql baselines); option: "
+    "baseline_candidates N (the list cut or repeated to N entries, as the paper's ALFWorld DQN)",
     "local": "a causal LM run in-process (default: the embedded SmolLM2-135M-Instruct); "
     "options: --prior-model FOLDER|FILE.gguf, " + _LLM_OPTIONS,
     "vllm": "a model served by vLLM's OpenAI-compatible API, one request per batch step; "
@@ -59,6 +61,8 @@ def make_prior(cfg, device: str) -> ActionPrior:
     llm_settings = dict(
         seed=cfg.seed, model=cfg.prior_model, mode=cfg.prior_mode, temperature=cfg.temperature,
         top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, projection=cfg.projection,
+        stop_on_newline=cfg.stop_on_newline,
+        draw_pool=cfg.prior_draw_pool if cfg.prior_draws == "fresh" else 1,
         chat_template=cfg.chat_template, permutations=cfg.prior_permutations,
         cache=ProposalCache(cache_dir() / "proposals.sqlite" if cfg.prior_cache else None),
     )
@@ -66,7 +70,7 @@ def make_prior(cfg, device: str) -> ActionPrior:
     if eps is not None:
         prior: ActionPrior = ExpertMixPrior(seed=cfg.seed, eps=eps)
     elif cfg.prior == "uniform":
-        prior = UniformPrior(seed=cfg.seed)
+        prior = UniformPrior(seed=cfg.seed, length=cfg.baseline_candidates)
     elif cfg.prior == "local":
         from .local import LocalLLMPrior
 

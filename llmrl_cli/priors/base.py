@@ -11,6 +11,14 @@ from ..seeding import stable_seed
 
 #: Where the admissible-action list goes in a query's ``template``.
 ACTIONS_SLOT = "\x00ACTIONS\x00"
+#: how a prompt writes the admissible actions: "python" = ['a', 'b'] (the Overcooked
+#: scripts' str(list)), "comma" = a, b (LLF-Bench's ALFWorld observation)
+LIST_STYLES = ("python", "comma")
+
+
+def format_actions(actions: Sequence[str], style: str) -> str:
+    """The admissible actions as a prompt writes them (``LIST_STYLES``)."""
+    return ", ".join(actions) if style == "comma" else str(list(actions))
 
 
 @dataclass(frozen=True)
@@ -21,12 +29,24 @@ class PriorQuery:
     with ``ACTIONS_SLOT`` in place of that list, so a prior can ask about other orderings
     (``prompt_for``). ``optimal`` holds the env expert's optimal actions, the first being the
     expert's own choice; it is filled where the env has an expert (``expert-mix`` needs it).
+
+    ``draw`` numbers the block of k draws this visit reads from the prompt's sequence of draws
+    (``priors/draws.py``): always 0 when proposals are memoised per prompt, the visit's number
+    under fresh draws. Every prior seeds its randomness with it, so the n-th visit of a prompt
+    gets new draws, the same ones in every run of that seed.
     """
 
     prompt: str
     actions: tuple[str, ...]
     optimal: tuple[str, ...] = ()
     template: str = ""
+    draw: int = 0
+    list_style: str = "python"
+
+    def seed(self, *parts: object) -> int:
+        """A seed from ``parts``, the prompt and the draw block (block 0 adds nothing, so a
+        first visit draws as it did before blocks existed)."""
+        return stable_seed(*parts, self.prompt, *((self.draw,) if self.draw else ()))
 
     def prompt_for(self, order: Sequence[str]) -> str:
         """The prompt with the admissible actions listed in ``order``."""
@@ -34,7 +54,7 @@ class PriorQuery:
             return self.prompt
         if not self.template:
             raise ValueError("this query has no template, so its actions cannot be reordered")
-        return self.template.replace(ACTIONS_SLOT, str(list(order)))
+        return self.template.replace(ACTIONS_SLOT, format_actions(order, self.list_style))
 
     @property
     def expert(self) -> str:
@@ -66,7 +86,8 @@ class ActionPrior:
 
     Priors that sample return exactly ``k`` actions with repetition (duplicates count as often
     as drawn: that is how p_LLM enters the posterior, Proposition 1). ``uniform`` returns every
-    admissible action once. Every proposal is a pure function of (prior settings, prompt, seed).
+    admissible action once. Every proposal is a pure function of (prior settings, prompt, seed,
+    draw block).
     """
 
     seed: int = 0
@@ -100,15 +121,28 @@ def frequencies(actions: Sequence[str], proposals: Sequence[str]) -> list[float]
     return [counts[a] / len(proposals) for a in actions]
 
 
+def fit_length(actions: Sequence[str], length: int) -> list[str]:
+    """``actions`` cut to ``length``, or repeated in order until ``length`` (the paper's DQN
+    baselines' candidate list: value-based/train_alfworld.py:293-315, 30 on ALFWorld)."""
+    repeats = -(-length // len(actions))
+    return (list(actions) * repeats)[:length]
+
+
 @dataclass
 class UniformPrior(ActionPrior):
-    """Every admissible action, once: the candidate set of the plain ``dqn``/``cql`` baselines."""
+    """Every admissible action, once: the candidate set of the plain ``dqn``/``cql`` baselines.
+
+    ``length`` > 0 fits the list to that many entries (``fit_length``), as the paper's ALFWorld
+    DQN baseline does; 0 keeps every admissible action once."""
 
     name: str = "uniform"
+    length: int = 0
 
     def propose(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
         self.stats.calls += 1
         self.stats.queries += len(queries)
+        if self.length:
+            return [fit_length(q.actions, self.length) for q in queries]
         return [list(q.actions) for q in queries]
 
     def distribution(self, queries: list[PriorQuery], k: int) -> list[list[float]]:
@@ -130,7 +164,7 @@ class ExpertMixPrior(ActionPrior):
         self.stats.queries += len(queries)
         proposals = []
         for query in queries:
-            rng = random.Random(stable_seed("expert-mix", self.seed, self.eps, query.prompt))
+            rng = random.Random(query.seed("expert-mix", self.seed, self.eps))
             row = []
             for _ in range(k):
                 explore = rng.random() < self.eps
@@ -169,7 +203,7 @@ class UniformMixPrior(ActionPrior):
         proposals = self.base.propose(queries, k)
         mixed = []
         for query, actions in zip(queries, proposals):
-            rng = random.Random(stable_seed("uniform-mix", self.seed, self.eps, query.prompt))
+            rng = random.Random(query.seed("uniform-mix", self.seed, self.eps))
             row = []
             for action in actions:
                 replace = rng.random() < self.eps

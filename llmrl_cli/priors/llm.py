@@ -1,11 +1,16 @@
 """What every LLM prior backend shares: the two modes, the proposal cache and the counters.
 
-``sample`` (the paper's pmap): k completions per state, cut at the first newline, each
-projected onto an admissible action (``--projection``).
+``sample`` (the paper's pmap): k completions per state of at most ``max_new_tokens`` tokens
+(10; 20 for CQL's dataset proposals), each projected onto an admissible action
+(``projection``). As the paper's ``LLM_Generate_Instance`` (value-based/train_overcooked.py:
+125-145, 763-764), a completion ends at the model's end-of-text token and is cut at the first
+``<END>`` or ``<eos>``; it is not cut at a newline. ``stop_on_newline`` (ours) also stops and
+cuts each completion at its first newline, which keeps a small model's rambling out of the
+projection.
 
 ``score`` (the paper's pdist): p_LLM(a | s) = softmax over the admissible actions of the summed
 token log-probabilities of " {a}" after the prompt; k proposals are then drawn from p_LLM
-(seeded per state, so duplicates appear as often as the LLM favours them).
+(seeded per state and draw block, so duplicates appear as often as the LLM favours them).
 
 Debiased scoring (``permutations`` N > 1, ours): small models put most of the mass on whichever
 action is listed first. With N orderings of the admissible list in the prompt -- the first N
@@ -13,10 +18,11 @@ rotations of the env's order while N <= |A| (so every action is listed first equ
 N = |A|), then seeded shuffles -- p_LLM is the mean of the N distributions. N = 1 is the
 paper's behaviour.
 
-A backend implements ``_generate(prompts, k)`` (raw completions) and ``_score(prompts,
-candidates)`` (summed log-probs); this class caches both. Cache keys hold the backend, model,
-prompt, mode and decoding settings; sampled completions also hold k and the seed. Scores are
-deterministic, so their key has neither: a score cached by one seed serves every seed.
+A backend implements ``_generate(jobs, k)`` (raw completions of (prompt, draw block) jobs) and
+``_score(prompts, candidates)`` (summed log-probs); this class caches both. Cache keys hold the
+backend, model, prompt, mode and decoding settings; sampled completions also hold k, the seed
+and the draw block (``PriorQuery.draw``; ``draws.py``). Scores are deterministic, so their key
+has neither: a score cached by one seed serves every seed and visit.
 """
 
 from __future__ import annotations
@@ -31,9 +37,19 @@ import torch
 from ..seeding import stable_seed
 from .base import ActionPrior, PriorQuery, frequencies
 from .cache import ProposalCache, cache_key
-from .projection import project
+from .projection import mentions_any, project
 
 MODES = ("sample", "score")
+#: the paper's stop words (value-based/train_overcooked.py:763-764); the model's end-of-text
+#: token ends a completion too (get_stopping_criteria adds it, l.125-136)
+PAPER_STOP_WORDS = ("<END>", "<eos>")
+
+
+def cut_completion(text: str, stop_on_newline: bool) -> str:
+    """A completion cut at its first stop word (and first newline under ``stop_on_newline``)."""
+    stops = PAPER_STOP_WORDS + (("\n",) if stop_on_newline else ())
+    end = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
+    return text[:end].strip()
 
 
 def orderings(actions: tuple[str, ...], n: int, prompt: str) -> list[tuple[str, ...]]:
@@ -64,9 +80,13 @@ class LLMPrior(ActionPrior):
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 10
-    projection: str = "default"
+    stop_on_newline: bool = False
+    projection: str = "paper"
     chat_template: bool = False
     permutations: int = 1
+    #: fresh draws: a prompt the model is asked about also draws this many blocks in all (its
+    #: visit's and the next ones), so later visits find theirs in the cache; 1 = one block
+    draw_pool: int = 1
     cache: ProposalCache | None = None
     has_model: bool = True
 
@@ -74,12 +94,15 @@ class LLMPrior(ActionPrior):
         if self.mode == "score":
             extra = f", averaged over {self.permutations} orderings" if self.permutations > 1 else ""
             return f"{self.backend} {self.model} score mode{extra}"
+        newline = ", stop on newline" if self.stop_on_newline else ""
         return (f"{self.backend} {self.model} sample mode (T={self.temperature}, "
-                f"top_p={self.top_p}, projection={self.projection})")
+                f"top_p={self.top_p}, max_new_tokens={self.max_new_tokens}{newline}, "
+                f"projection={self.projection})")
 
     # -- backend hooks --------------------------------------------------------------------
-    def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
-        """k completions per prompt, each cut at its first newline."""
+    def _generate(self, jobs: list[tuple[str, int]], k: int) -> list[list[str]]:
+        """k completions per (prompt, draw block) job, each cut by ``cut_completion``; block b
+        holds draws b*k .. b*k + k - 1 of the prompt's sequence."""
         raise NotImplementedError
 
     def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
@@ -87,29 +110,36 @@ class LLMPrior(ActionPrior):
         raise NotImplementedError
 
     # -- cached calls ---------------------------------------------------------------------
-    def _sample_key(self, prompt: str, k: int) -> str:
+    def _sample_key(self, prompt: str, k: int, draw: int) -> str:
         return cache_key(backend=self.backend, model=self.model, prompt=prompt, mode="sample",
                          k=k, temperature=self.temperature, top_p=self.top_p,
                          max_new_tokens=self.max_new_tokens, chat=self.chat_template,
-                         seed=self.seed)
+                         stop_on_newline=self.stop_on_newline, seed=self.seed, draw=draw)
 
     def _score_key(self, prompt: str, candidates: tuple[str, ...]) -> str:
         return cache_key(backend=self.backend, model=self.model, prompt=prompt, mode="score",
                          candidates=list(candidates), chat=self.chat_template)
 
-    def _cached(self, keys: list[str], jobs: dict[str, object], compute) -> dict:
+    def _cached(self, keys: list[str], jobs: dict[str, object], compute,
+                ahead=None) -> dict:
         """Look ``keys`` up; run ``compute`` on the jobs (key -> input) the cache lacks.
 
         Counts every key as one query, and as a cache hit when it was found without the model.
-        """
+        ``ahead(todo)``: more jobs (key -> input) to compute in the same model call and store,
+        unless the cache has them (later draw blocks of the prompts asked; ``draw_pool``)."""
         found = self.cache.get_many(keys) if self.cache is not None else {}
         self.stats.calls += 1
         self.stats.queries += len(keys)
         self.stats.cache_hits += sum(key in found for key in keys)
         todo = {key: job for key, job in jobs.items() if key not in found}
         if todo:
+            extra = {key: job for key, job in (ahead(todo) if ahead else {}).items()
+                     if key not in todo}
+            if extra:
+                known = self.cache.get_many(list(extra)) if self.cache is not None else {}
+                todo.update((key, job) for key, job in extra.items() if key not in known)
             started = time.perf_counter()
-            self.stats.model_queries += len(todo)
+            self.stats.model_queries += sum(key in jobs for key in todo)
             new = dict(zip(todo, compute(list(todo.values()))))
             self.stats.seconds += time.perf_counter() - started
             if self.cache is not None:
@@ -118,10 +148,17 @@ class LLMPrior(ActionPrior):
         return found
 
     def completions(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
-        """Raw (cut, unprojected) completions per query, through the proposal cache."""
-        keys = [self._sample_key(q.prompt, k) for q in queries]
-        jobs = {key: q.prompt for key, q in zip(keys, queries)}
-        found = self._cached(keys, jobs, lambda prompts: self._generate(prompts, k))
+        """Raw (cut, unprojected) completions per query, through the proposal cache. A prompt
+        the model is asked about anyway also draws its next ``draw_pool - 1`` blocks, for its
+        later visits under fresh draws (the same draws they would get one by one)."""
+        keys = [self._sample_key(q.prompt, k, q.draw) for q in queries]
+        jobs = {key: (q.prompt, q.draw) for key, q in zip(keys, queries)}
+
+        def ahead(todo: dict) -> dict:
+            return {self._sample_key(prompt, k, b): (prompt, b) for prompt, draw in todo.values()
+                    for b in range(draw + 1, draw + self.draw_pool)}
+
+        found = self._cached(keys, jobs, lambda todo: self._generate(todo, k), ahead)
         return [found[key] for key in keys]
 
     def scores(self, queries: list[PriorQuery]) -> list[list[list[float]]]:
@@ -156,17 +193,18 @@ class LLMPrior(ActionPrior):
         if self.mode == "score":
             proposals = []
             for q, probs in zip(queries, self.distribution(queries, k)):
-                rng = random.Random(stable_seed("score-draw", self.seed, q.prompt))
+                rng = random.Random(q.seed("score-draw", self.seed))
                 proposals.append(rng.choices(q.actions, weights=probs, k=k))
             return proposals
         proposals = []
         for q, texts in zip(queries, self.completions(queries, k)):
-            rng = torch.Generator().manual_seed(stable_seed("unmatched", self.seed, q.prompt))
+            rng = torch.Generator().manual_seed(q.seed("unmatched", self.seed))
             row = []
             for text in texts:
+                if not mentions_any(text, list(q.actions)):
+                    self.stats.unmatched += 1  # the text names no admissible action
                 action = project(text, list(q.actions), self.projection)
-                if action is None:  # no information in the text: a uniformly random action
-                    self.stats.unmatched += 1
+                if action is None:  # ``normalised``: no word shared; a uniformly random action
                     action = q.actions[int(torch.randint(len(q.actions), (1,), generator=rng))]
                 row.append(action)
             proposals.append(row)

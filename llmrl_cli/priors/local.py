@@ -11,12 +11,13 @@ left-padded, straight into the batch's decode buffers. On CUDA the prompts prefi
 in one padded batch.
 
 - ``sample``: the k samples of every prompt decode together (at most ``max_new_tokens``,
-  stopping at a newline) as a tree on the prompt's one row of keys/values: one query per
+  stopping at the end-of-text token, or also at a newline under ``stop_on_newline``) as a tree
+  on the prompt's one row of keys/values: one query per
   distinct unfinished prefix (samples that drew the same tokens so far share it), each seeing
   the prompt and its own ancestors through a 4-D attention mask; a prompt whose samples have
   all stopped leaves the batch. The prompt's keys/values are not copied per sample, and new
   ones are written in place (``reserved_cache.py``) rather than concatenated. Token draws use
-  a per-(prompt, sample) random stream, so a state's proposals are a pure function of the
+  a per-(prompt, draw index) random stream, so a state's proposals are a pure function of the
   cache key and do not depend on batch order.
 - ``score``: the prompt's KV cache is expanded to its candidate actions, and only the candidate
   tokens run through the model (models.md: a naive forward of prompt+candidate for every
@@ -51,7 +52,7 @@ from ..errors import UserError
 from ..paths import model_dir
 from ..seeding import stable_seed
 from .cpu_kernels import flat_forward, runs_flat_forward, speed_up_cpu_model
-from .llm import LLMPrior
+from .llm import LLMPrior, cut_completion
 from .prefix_cache import PrefixKVCache, common_length
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -139,7 +140,8 @@ class LocalLLMPrior(LLMPrior):
     _prefix: PrefixKVCache | None = field(default=None, repr=False)
     _tokenizer: object = field(default=None, repr=False)
     _lm: object = field(default=None, repr=False)
-    _newline_ids: torch.Tensor | None = field(default=None, repr=False)
+    #: tokens that end a sample: end-of-text, and under ``stop_on_newline`` any with a newline
+    _stop_ids: torch.Tensor | None = field(default=None, repr=False)
     #: the CPU kernels are in: forwards may run flattened, unpadded (``RaggedRows``)
     _ragged: bool = field(default=False, repr=False)
     #: ...and ``cpu_kernels.flat_forward`` runs them (a Llama-layout model)
@@ -160,10 +162,11 @@ class LocalLLMPrior(LLMPrior):
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
-        pieces = tok.batch_decode([[i] for i in range(len(tok))])
-        stop = [i for i, p in enumerate(pieces) if "\n" in p]
-        stop += [tok.eos_token_id]
-        self._newline_ids = torch.tensor(sorted(set(stop)), device=self._lm.device)
+        stop = [tok.eos_token_id]
+        if self.stop_on_newline:
+            pieces = tok.batch_decode([[i] for i in range(len(tok))])
+            stop += [i for i, p in enumerate(pieces) if "\n" in p]
+        self._stop_ids = torch.tensor(sorted(set(stop)), device=self._lm.device)
         if self._lm.device.type == "cpu" and self.prefix_cache_mb > 0:
             self._prefix = PrefixKVCache(self.prefix_cache_mb * 2**20)
 
@@ -376,13 +379,21 @@ class LocalLLMPrior(LLMPrior):
         return batches
 
     # -- sample mode ----------------------------------------------------------------------
-    def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
-        return [row for batch in self.decode_batches(prompts, k)
-                for row in self._sample(batch, k)]
+    def _generate(self, jobs: list[tuple[str, int]], k: int) -> list[list[str]]:
+        self._load()
+        prompts = [prompt for prompt, _ in jobs]
+        draws = [draw for _, draw in jobs]
+        out, start = [], 0
+        for batch in self.decode_batches(prompts, k):
+            out.extend(self._sample(batch, k, draws[start : start + len(batch)]))
+            start += len(batch)
+        return out
 
     @torch.inference_mode()
-    def _sample(self, prompts: list[str], k: int) -> list[list[str]]:
-        """k completions per prompt, cut at the first newline.
+    def _sample(self, prompts: list[str], k: int,
+                draws: list[int] | None = None) -> list[list[str]]:
+        """k completions per prompt (``draws``: each prompt's draw block, default 0), cut by
+        ``cut_completion``.
 
         The k samples of a prompt decode as a tree on one row of keys/values: the prompt once,
         then one position per *node* (a distinct token prefix drawn so far). Samples that drew
@@ -403,11 +414,13 @@ class LocalLLMPrior(LLMPrior):
         for layer in cache.layers:
             layer.flattened = self._ragged
         n_prompts, width = mask.shape
-        # one uniform draw per (prompt, sample, step), from a stream seeded by the prompt
+        # one uniform per (prompt, draw, step), from a stream seeded by the prompt and the draw's
+        # index in the prompt's sequence (block b holds draws b*k .. b*k + k - 1)
+        draws = draws or [0] * len(prompts)
         uniforms = torch.stack([
-            torch.rand(self.max_new_tokens,
-                       generator=torch.Generator().manual_seed(stable_seed(self.seed, p, j)))
-            for p in prompts for j in range(k)
+            torch.rand(self.max_new_tokens, generator=torch.Generator().manual_seed(
+                stable_seed(self.seed, p, block * k + j)))
+            for p, block in zip(prompts, draws) for j in range(k)
         ]).to(device)
         samples = n_prompts * k
         generated = torch.full((samples, self.max_new_tokens), tok.pad_token_id, device=device)
@@ -424,7 +437,7 @@ class LocalLLMPrior(LLMPrior):
             token = self._draw(logits[node[live]], uniforms[live, step])
             generated[live, step] = token
             self.stats.tokens += len(live)
-            finished[live] = torch.isin(token, self._newline_ids)
+            finished[live] = torch.isin(token, self._stop_ids)
             if bool(finished.all()) or step + 1 == self.max_new_tokens:
                 break
             live = (~finished).nonzero().squeeze(-1)
@@ -466,7 +479,7 @@ class LocalLLMPrior(LLMPrior):
                          past_key_values=cache, use_cache=True)
                 logits = out.logits[node_prompt, slot].float()
         texts = tok.batch_decode(generated, skip_special_tokens=True)
-        cut = [t.split("\n", 1)[0].strip() for t in texts]
+        cut = [cut_completion(t, self.stop_on_newline) for t in texts]
         return [cut[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     def _draw(self, logits: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """Projection of a free-text LLM completion onto one admissible action.
 
-``paper``: the reference code's rule — the admissible action whose text occurs most often
-(case-insensitive substring count) in the output; ties go to the later action; when nothing
-matches, every count is 0 and the tie rule returns the last admissible action.
+``paper`` (the default): the paper's ``process_text2action`` (value-based/train_overcooked.py:
+64-75) -- the admissible action whose text occurs most often (case-insensitive substring count)
+in the output; ties go to the later action; when nothing matches, every count is 0 and the tie
+rule returns the last admissible action.
 
-``default`` (ours): normalise case, punctuation and spaces, then (1) an exact match, else
+``normalised`` (ours): normalise case, punctuation and spaces, then (1) an exact match, else
 (2) the longest admissible action that appears in the output as whole words (earliest mention
 on ties), else (3) the action sharing the largest fraction of its words with the output (first
 in admissible order on ties). If no word is shared the completion carries no information and
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import re
 
-PROJECTIONS = ("default", "paper")
+PROJECTIONS = ("paper", "normalised")
+#: names that results written by earlier llmrl versions use for a rule
+LEGACY_PROJECTIONS = {"default": "normalised"}
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -33,7 +36,13 @@ def _normalise(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
-def project_default(text: str, actions: list[str]) -> str | None:
+def mentions_any(text: str, actions: list[str]) -> bool:
+    """Whether any admissible action occurs in ``text`` (case-insensitive substring)."""
+    lowered = text.lower()
+    return any(action.lower() in lowered for action in actions)
+
+
+def project_normalised(text: str, actions: list[str]) -> str | None:
     norm_text = _normalise(text)
     norms = [_normalise(a) for a in actions]
     for action, norm in zip(actions, norms):
@@ -60,7 +69,7 @@ def project_default(text: str, actions: list[str]) -> str | None:
 
 
 def project(text: str, actions: list[str], rule: str) -> str | None:
-    """Project ``text`` onto ``actions`` with rule ``default`` or ``paper``."""
+    """Project ``text`` onto ``actions`` with rule ``paper`` or ``normalised``."""
     if rule == "paper":
         return project_paper(text, actions)
-    return project_default(text, actions)
+    return project_normalised(text, actions)

@@ -2,8 +2,9 @@
 
 One HTTP request per batch step, whatever the batch size:
 
-- ``sample``: ``POST /v1/completions`` with every state's prompt and ``n=k``, ``stop="\\n"``;
-  choice ``i*k + j`` is state i's j-th completion.
+- ``sample``: ``POST /v1/completions`` with every state's prompt and ``n=k``, stopping at the
+  paper's stop words (and at a newline under ``stop_on_newline``); choice ``i*k + j`` is state
+  i's j-th completion. A prompt's later draw blocks (fresh draws) are new requests.
 - ``score``: one prompt per (state, candidate), "{prompt} {candidate}", with ``echo``,
   ``max_tokens=0`` and ``logprobs=0``; a candidate's score is the sum of the log-probs of the
   tokens that end after the prompt (``text_offset``). vLLM's prefix cache computes each shared
@@ -27,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from ..errors import UserError
-from .llm import LLMPrior
+from .llm import PAPER_STOP_WORDS, LLMPrior, cut_completion
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -101,15 +102,17 @@ class VLLMPrior(LLMPrior):
         return self._request("/completions", {"model": self.model, **body})
 
     # -- LLMPrior hooks -------------------------------------------------------------------
-    def _generate(self, prompts: list[str], k: int) -> list[list[str]]:
+    def _generate(self, jobs: list[tuple[str, int]], k: int) -> list[list[str]]:
+        prompts = [prompt for prompt, _ in jobs]
+        stops = list(PAPER_STOP_WORDS) + (["\n"] if self.stop_on_newline else [])
         reply = self._completions({
             "prompt": prompts, "n": k, "max_tokens": self.max_new_tokens,
-            "temperature": self.temperature, "top_p": self.top_p, "stop": ["\n"],
+            "temperature": self.temperature, "top_p": self.top_p, "stop": stops,
         })
         self.stats.tokens += reply.get("usage", {}).get("completion_tokens", 0)
         texts = [""] * (len(prompts) * k)
         for choice in reply["choices"]:
-            texts[choice["index"]] = choice["text"].split("\n", 1)[0].strip()
+            texts[choice["index"]] = cut_completion(choice["text"], self.stop_on_newline)
         return [texts[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     def _score(self, prompts: list[str], candidates: list[list[str]]) -> list[list[float]]:
