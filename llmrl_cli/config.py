@@ -158,7 +158,7 @@ class RunConfig:
     # fresh draws: a prompt the model is asked about draws this many visits' blocks at once
     # (its own and the next ones, cached for its later visits); the draws are the same as one
     # by one, so results do not change, only the cost (1 = one block per call)
-    prior_draw_pool: int = 4
+    prior_draw_pool: int = 1
     chat_template: bool = False
     temperature: float = 1.0  # sampling temperature (paper 1.0; its ALFWorld test 0.8)
     top_p: float = 1.0  # nucleus sampling (paper 1.0; its ALFWorld test 0.95)

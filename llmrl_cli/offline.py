@@ -151,35 +151,31 @@ class OfflineRunner(Runner):
             replay = self.track_optimal
             if replay:
                 obs, _ = env.reset(seed=0)
-            for i, tr in enumerate(steps):
+            def add(text: str, actions, optimal: tuple[str, ...]) -> int:
+                """Append a query for one dataset state; return its index."""
+                if not optimal and self.prior.uses_expert:
+                    raise UserError(f"--prior {self.cfg.prior} needs the expert's actions, but "
+                                    f"a dataset episode does not replay in {self.cfg.env}")
+                observations.append(text)
+                queries.append(build_query(self.cfg.env, instruction, text, actions,
+                                           list(history), optimal))
+                return len(queries) - 1
+
+            for tr in steps:
                 optimal: tuple[str, ...] = ()
                 if replay and obs["text"] == tr.obs_text and obs["actions"] == list(tr.actions):
                     optimal = tuple(env.optimal_actions())
                     obs, *_ = env.step(tr.action)
                 else:
                     replay = False
-                if not optimal and self.prior.uses_expert:
-                    raise UserError(f"--prior {self.cfg.prior} needs the expert's actions, but "
-                                    f"a dataset episode does not replay in {self.cfg.env}")
-                state_of.append(len(queries))
-                observations.append(tr.obs_text)
-                queries.append(build_query(self.cfg.env, instruction, tr.obs_text,
-                                           tr.actions, list(history), optimal))
+                state_of.append(add(tr.obs_text, tr.actions, optimal))
                 history.append(history_line(tr.obs_text, tr.action))
-                if tr.done:
-                    next_of.append(-1)
-                    continue
                 # s' is asked about again for every transition, as the paper's script does
                 # (CQL_overcook_salad.py:365-366), not read from the next transition's s:
                 # under fresh draws its proposals are a new visit's
-                next_optimal = tuple(env.optimal_actions()) if replay else ()
-                if not next_optimal and self.prior.uses_expert:
-                    raise UserError(f"--prior {self.cfg.prior} needs the expert's actions, but "
-                                    f"a dataset episode does not replay in {self.cfg.env}")
-                next_of.append(len(queries))
-                observations.append(tr.next_obs_text)
-                queries.append(build_query(self.cfg.env, instruction, tr.next_obs_text,
-                                           tr.next_actions, list(history), next_optimal))
+                next_of.append(-1 if tr.done else add(
+                    tr.next_obs_text, tr.next_actions,
+                    tuple(env.optimal_actions()) if replay else ()))
         return queries, observations, state_of, next_of
 
     def build_buffer(self, data: Dataset) -> dict[str, torch.Tensor]:
