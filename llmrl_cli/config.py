@@ -68,7 +68,7 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
             "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
         },
     },
-    # train_overcooked.py: 3 history lines (hislen, l.27), proposals memoised per prompt
+    # train_overcooked.py: 3 history lines (hislen, l.29), proposals memoised per prompt
     # (l.301-316), softmax(10 Q) acting for the prior (l.380-381) and in evaluation for both
     # algos (evaluate_q, l.575-576), 200 episodes; the DQN command passes --epsilon 0.2 (l.44)
     "overcooked-tomato": {
@@ -89,6 +89,9 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         "per_algo": {
             "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
             "dqn-prior": {"exploration": "eps-softmax", "epsilon": 0.2},
+            # CQL_overcook_salad.py: one LLM of 20 new tokens for the dataset's proposals and the
+            # evaluations (l.629-636, 769); the Q input names its --task index, 3 (l.264, 584)
+            **{algo: {"max_new_tokens": 20, "q_text_task": "3"} for algo in OFFLINE_ALGOS},
         },
     },
     # train_alfworld.py and readme l.33: 1000 episodes, eval every 80 (one greedy episode per
@@ -126,7 +129,8 @@ NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "p
 VALUES_BEFORE_ADDED = {"run_ahead": 0, "stop_on_newline": True, "prior_draws": "memo",
                        "history_length": 3, "baseline_candidates": 0}
 #: The same for agent settings
-AGENT_VALUES_BEFORE_ADDED = {"dataset_max_new_tokens": 10, "buffer_balance": "off"}
+AGENT_VALUES_BEFORE_ADDED = {"dataset_max_new_tokens": 10, "buffer_balance": "off",
+                             "q_text_task": ""}
 #: Agent settings since removed, with the value under which old results match the code now
 REMOVED_AGENT_SETTINGS = {"reference_td_broadcast": False}
 #: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
@@ -331,7 +335,8 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
     # preset first, then the YAML; the env presets hold Q-learning settings, not PPO ones
     preset = ENV_PRESETS.get(env, {}) if algo not in POLICY_ALGOS else {}
     if algo in OFFLINE_ALGOS:
-        preset = {**preset, "per_algo": {},
+        preset = {**preset, "per_algo": {a: v for a, v in preset.get("per_algo", {}).items()
+                                          if a in OFFLINE_ALGOS},
                   "agent": {k: v for k, v in preset.get("agent", {}).items()
                             if k in OFFLINE_PRESET_AGENT_KEYS}}
     run_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}

@@ -24,10 +24,12 @@ POOLINGS = ("cls", "mean")
 
 
 def format_pair(state: str, action: str, task: str | None = None) -> str:
-    """The text the encoder sees for one (state, action) candidate (the paper's template)."""
+    """The text the encoder sees for one (state, action) candidate, byte for byte as the paper's
+    ``feat_generate`` writes it (two spaces before "Action"): value-based/train_overcooked.py:268;
+    with a task, train_alfworld.py:285 and CQL_overcook_salad.py:264."""
     if task:
-        return f"{task}, Action: {action}, for Observation: {state},"
-    return f"Observation: {state}, Action: {action}."
+        return f"{task},  Action: {action}, for Observation: {state},"
+    return f"Observation: {state},  Action: {action}."
 
 
 def default_encoder_path() -> Path:

@@ -17,7 +17,7 @@ and seed with ``DEFAULT_POLICY``. A resumed or extended run keeps the dataset it
 (its checkpoint records which), even if the paper's was imported since.
 
 The prior's proposals for dataset states are generated with at most
-``agent.dataset_max_new_tokens`` new tokens (the reference script's dataset generator: 20);
+``agent.dataset_max_new_tokens`` new tokens (the paper's dataset generator: 20, CQL_overcook_salad.py:636);
 online evaluations keep the run's own ``max_new_tokens``.
 
 CSV rows are the online ones, with ``episode`` = gradient steps done and ``env_steps`` = the
@@ -43,7 +43,6 @@ from .data.collect import PAPER_EPISODES, PAPER_SUCCESS_SHARE, collect
 from .data.dataset import Dataset, load_dataset
 from .data.paper_dataset import ENV as PAPER_ENV
 from .data.paper_dataset import paper_dataset_path
-from .encoders import format_pair
 from .errors import UserError
 from .priors.base import ActionPrior, PriorQuery
 from .priors.prompts import build_query, history_line
@@ -178,8 +177,18 @@ class OfflineRunner(Runner):
                     tuple(env.optimal_actions()) if replay else ()))
         return queries, observations, state_of, next_of
 
+    def q_text_task(self) -> str | None:
+        """The task the Q input names: ``agent.q_text_task`` (the paper's CQL script: "3"), else
+        the env's own (``feature_task``)."""
+        return self.cfg.agent.q_text_task or self.slots[0].env.feature_task
+
+    def context(self, env):
+        """As the online loop's, with the Q input's task of ``q_text_task`` (evaluations)."""
+        return env.instruction, self.cfg.agent.q_text_task or env.feature_task
+
     def build_buffer(self, data: Dataset) -> dict[str, torch.Tensor]:
         """Features of (s, a_data), of C(s) and of C(s') for every transition."""
+        q_input, task = self.slots[0].env.q_input, self.q_text_task()
         queries, observations, state_of, next_of = self._queries(data)
         candidates: list[list[str]] = []
         features: list[torch.Tensor] = []
@@ -188,7 +197,7 @@ class OfflineRunner(Runner):
             chunk = queries[start : start + CHUNK]
             with max_new_tokens(self.prior, tokens):
                 proposals = self.propose(chunk, [DATASET_STREAM] * len(chunk))
-            texts = [format_pair(obs, a) for obs, row in
+            texts = [q_input(obs, a, task) for obs, row in
                      zip(observations[start : start + CHUNK], proposals) for a in row]
             encoded = self.encoder.encode(texts)
             at = 0
@@ -203,7 +212,7 @@ class OfflineRunner(Runner):
         dim = self.encoder.dim
         n = len(data)
         buffer = {
-            "features": self.encoder.encode([format_pair(tr.obs_text, tr.action)
+            "features": self.encoder.encode([q_input(tr.obs_text, tr.action, task)
                                              for tr in data_order(data)]),
             "cand_features": torch.zeros(n, width, dim),
             "cand_mask": torch.zeros(n, width, dtype=torch.bool),

@@ -14,7 +14,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from .config import RunConfig
-from .encoders import format_pair
 from .envs import make
 from .priors.prompts import build_query, history_line
 from .seeding import stable_seed
@@ -44,8 +43,8 @@ def walk(cfg: RunConfig, steps: int) -> list[PromptStep]:
             action = env.optimal_actions()[0]
         except NotImplementedError:
             action = obs["actions"][0]
-        out.append(PromptStep(step, query.prompt, format_pair(obs["text"], action,
-                                                               env.feature_task),
+        task = getattr(cfg.agent, "q_text_task", "") or env.feature_task
+        out.append(PromptStep(step, query.prompt, env.q_input(obs["text"], action, task),
                               action, list(obs["actions"])))
         next_obs, _, terminated, truncated, _ = env.step(action)
         history.append(history_line(obs["text"], action))

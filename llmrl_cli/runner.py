@@ -48,7 +48,7 @@ from .agents.dqn import BufferBalance, DQNAgent, choose, update_threads
 from .config import (AGENT_VALUES_BEFORE_ADDED, VALUES_BEFORE_ADDED, RunConfig, dump_yaml,
                      identity_of)
 from .devices import resolve_device
-from .encoders import TextEncoder, format_pair
+from .encoders import TextEncoder
 from .envs import TextEnv, make
 from .errors import UserError
 from .priors import ActionPrior, PriorQuery, make_prior
@@ -145,6 +145,10 @@ class Runner:
         self.csv_path = cfg.stem.with_suffix(".csv")
         self.yaml_path = cfg.stem.with_suffix(".yaml")
         self.ckpt_path = cfg.stem.parent / f"{cfg.stem.name}.ckpt.pt"
+        self.visits = VisitCounter(cfg.prior_draws)  # fresh draws: each prompt's visits so far
+        # the paper's ALFWorld rule for which episodes enter the replay buffer (or None)
+        self.balance = (BufferBalance(baseline=cfg.prior == "uniform")
+                        if getattr(cfg.agent, "buffer_balance", "off") == "paper" else None)
         self.asked_prompts: dict[bytes, None] = {}  # run_ahead: digests of the prompts asked
         self.ahead_steps = 0  # batch steps in which only the envs asked about before stepped
         self.max_waited = 0  # the most batch steps an env waited for the model
@@ -214,14 +218,12 @@ class Runner:
         self.agent = DQNAgent(self.encoder.dim, cfg.agent, self.device)
         self.replay = ReplayBuffer(cfg.agent.buffer_size, self.encoder.dim)
         self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.visits = VisitCounter(cfg.prior_draws)
         self.slots = [Slot(make(cfg.env, **cfg.env_kwargs), cfg.history_length)
                       for _ in range(cfg.num_envs)]
         n_eval = min(cfg.agent.eval_episodes, 64)  # eval episodes step together as one batch
         self.eval_slots = [Slot(make(cfg.env, **cfg.env_kwargs), cfg.history_length)
                            for _ in range(n_eval)]
-        balance = getattr(cfg.agent, "buffer_balance", "off") == "paper"
-        self.balance = BufferBalance(baseline=cfg.prior == "uniform") if balance else None
+
 
     # -- one batch step: one prior call, one encoder call, one Q forward ------------------------
     def optimal(self, env: TextEnv) -> tuple[str, ...]:
@@ -283,7 +285,8 @@ class Runner:
                         any(a in state[2] for a in cands) if state[4] and self.track_optimal
                         else None)
                     for state, cands in zip(states, proposals)]
-        texts = [format_pair(state[0]["text"], a, state[3][1])
+        q_input = self.slots[0].env.q_input
+        texts = [q_input(state[0]["text"], a, state[3][1])
                  for state, cands in zip(states, proposals) for a in cands]
         features = self.encoder.encode(texts)
         agents = agents or [self.agent] * len(states)

@@ -161,4 +161,4 @@ def test_prompt_prints_the_priors_prompts_and_a_q_input(capsys):
     # the second prompt carries the first step: the expert's action
     assert f"Action: {steps[0].action}." in steps[1].prompt
     observation = steps[0].prompt.split("Current Observation: ")[1].split("\n")[0]
-    assert steps[0].q_input == f"Observation: {observation}, Action: {steps[0].action}."
+    assert steps[0].q_input == f"Observation: {observation},  Action: {steps[0].action}."

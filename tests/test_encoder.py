@@ -4,9 +4,9 @@ from llmrl_cli.encoders import format_pair
 
 
 def test_pair_templates_follow_the_paper():
-    assert format_pair("You see a cup.", "take cup") == "Observation: You see a cup., Action: take cup."
+    assert format_pair("You see a cup.", "take cup") == "Observation: You see a cup.,  Action: take cup."
     assert (format_pair("room", "go to desk 1", task="put a pen on the desk")
-            == "put a pen on the desk, Action: go to desk 1, for Observation: room,")
+            == "put a pen on the desk,  Action: go to desk 1, for Observation: room,")
 
 
 def test_encoder_is_batched_with_an_exact_cache(encoder):

@@ -65,3 +65,41 @@ def test_evaluate_command_and_its_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", str(csv)])
     assert exc.value.code == 2 and "train the run first" in capsys.readouterr().err
+
+
+def test_the_papers_generalisation_test_is_one_spec():
+    """Another model, server, k and decoding: Qwen1.5-32B, k 15, T 0.8, top_p 0.95
+    (value-based/test_alfworld.py; readme.md:37)."""
+    from llmrl_cli.config import build_config
+    from llmrl_cli.errors import UserError
+    from llmrl_cli.evaluate import EvalSpec
+
+    cfg = build_config(env="alfworld-pick", algo="dqn-prior", prior="local")
+    spec = EvalSpec(prior="vllm", prior_model="Qwen/Qwen1.5-32B", prior_url="http://gpu:8000",
+                    k=15, temperature=0.8, top_p=0.95)
+    out = spec.resolve(cfg)
+    assert (out.prior, out.prior_model, out.prior_url, out.k) == (
+        "vllm", "Qwen/Qwen1.5-32B", "http://gpu:8000", 15)
+    assert (out.temperature, out.top_p) == (0.8, 0.95)
+    assert (cfg.temperature, cfg.top_p, cfg.k) == (1.0, 1.0, 5)  # the run's own are untouched
+    with pytest.raises(UserError, match="temperature must be >= 0, top_p in"):
+        EvalSpec(top_p=1.5).resolve(cfg)
+    with pytest.raises(UserError, match="--prior-url is for --prior vllm"):
+        EvalSpec(prior_url="http://gpu:8000").resolve(cfg)
+
+
+def test_an_eval_csv_written_before_the_decoding_columns_gains_them(tmp_path, capsys):
+    out = tmp_path / "r"
+    main(["run", "--env", "frozenlake", "--algo", "dqn", "--episodes", "2", "--out", str(out)])
+    csv = out / "default" / "frozenlake" / "dqn" / "seed_0.csv"
+    main(["evaluate", str(csv), "--prior", "expert-mix:0", "--k", "1", "--episodes", "1"])
+    path = csv.with_suffix(".eval.csv")
+    old = pd.read_csv(path).drop(columns=["eval_prior_model", "eval_temperature", "eval_top_p"])
+    old.to_csv(path, index=False)  # as an older llmrl wrote it
+    main(["evaluate", str(csv), "--prior", "expert-mix:0", "--k", "1", "--episodes", "1"])
+    assert "already evaluated" in capsys.readouterr().err  # the same evaluation, not repeated
+    main(["evaluate", str(csv), "--prior", "expert-mix:0", "--k", "1", "--episodes", "1",
+          "--temperature", "0.8"])
+    rows = pd.read_csv(path)
+    assert len(rows) == 2 and list(rows.eval_temperature) == [1.0, 0.8]
+    assert list(rows.eval_prior_model) == ["SmolLM2-135M-Instruct"] * 2

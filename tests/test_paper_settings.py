@@ -1,4 +1,4 @@
-"""The paper's settings, one test per row of docs/paper-settings.md (the ledger).
+"""The paper's settings, as docs/paper-settings.md (the ledger) lists them with their sources.
 
 Each value here was read in the paper's code (github yanxue7/RL-LLM-Prior, commit 13b99c9;
 the ledger gives file and line). The byte-exact prompts are pinned where the envs are tested:
@@ -82,7 +82,29 @@ def test_cql_defaults_are_the_papers_command():
         10_000, 500, "greedy", 0.005)
     assert (cfg.dataset_prompt_history, cfg.dataset_max_new_tokens) == (0, 20)
     run = build_config(env="overcooked-salad", algo="cql-prior")
-    assert (run.history_length, run.prior_draws, run.max_new_tokens) == (5, "fresh", 10)
+    # one LLM of 20 new tokens for dataset proposals and evaluations; the Q input names "3"
+    assert (run.history_length, run.prior_draws, run.max_new_tokens) == (5, "fresh", 20)
+    assert run.agent.q_text_task == "3"
+
+
+def test_q_input_texts_are_the_papers_byte_for_byte(tmp_path):
+    """feat_generate: train_overcooked.py:268, train_alfworld.py:285 (its observation cut
+    before LLF-Bench's "You are allowed ...", so it ends with ". "), CQL_overcook_salad.py:264
+    (its task is the --task index 3)."""
+    salad = make("overcooked-salad")
+    assert salad.q_input("s", "a") == "Observation: s,  Action: a."
+    assert salad.q_input("s", "a", "3") == "3,  Action: a, for Observation: s,"
+    from llmrl_cli.envs.alfworld import AlfworldPick
+
+    alf = AlfworldPick.__new__(AlfworldPick)  # the text rule needs no game
+    assert alf.q_input("You arrive at loc 7.", "look", "Task: put a candle in toilet.") == (
+        "Task: put a candle in toilet.,  Action: look, for Observation: You arrive at loc 7.. ,")
+    from llmrl_cli.offline import OfflineRunner
+
+    cfg = build_config(env="overcooked-salad", algo="cql", out=str(tmp_path), device="cpu")
+    runner = OfflineRunner(cfg, log=lambda *_: None)
+    runner._build()
+    assert runner.q_text_task() == "3" and runner.context(runner.slots[0].env)[1] == "3"
 
 
 def test_the_dqn_loss_is_the_summed_per_transition_td_error():

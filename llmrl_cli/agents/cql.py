@@ -12,7 +12,7 @@ data action a_i enters the logsumexp only if it is in C(s_i), as in the paper's 
 Paper settings (readme l.55: ``--cql_coef 5.0 --gamma 0.99 --mse_type sum --batch 128
 --train_iter 10000``): c = 5.0, the squared TD error summed over the batch, 10,000 gradient
 steps, batch 128, soft target tau 0.005, an evaluation every 500 steps (``training_iter // 20``,
-l.763) of 10 greedy episodes (its ``evaluate_q`` plays argmax Q, l.443). ``td_reduction: mean``
+l.766) of 10 greedy episodes (its ``evaluate_q`` plays argmax Q, l.443). ``td_reduction: mean``
 gives that script's argparse default (``mse_type='mean'``, l.523), which the paper's command
 does not use. The prior is asked about dataset states without history (l.345, 365;
 ``dataset_prompt_history: 0``) and, in evaluation, with the last 5 steps (``hislen``, l.27).
@@ -30,7 +30,7 @@ from .dqn import DQNAgent, DQNConfig
 @dataclass
 class CQLConfig(DQNConfig):
     """CQL settings (module docstring). ``dataset_max_new_tokens``: the prior's proposals for
-    dataset states are generated with at most this many new tokens, as the reference script's
+    dataset states are generated with at most this many new tokens, as the paper's script's
     dataset generator (value-based/CQL_overcook_salad.py:636, ``max_new_tokens=20``); online
     evaluation keeps the run's own ``max_new_tokens``."""
 
@@ -40,10 +40,15 @@ class CQLConfig(DQNConfig):
     grad_steps: int = 10_000
     eval_every_steps: int = 500
     eval_policy: str = "greedy"
-    # history lines in the prior's prompts for dataset states (the reference script: none)
+    # history lines in the prior's prompts for dataset states (the paper's script: none,
+    # CQL_overcook_salad.py:345)
     dataset_prompt_history: int = 0
     # new tokens per proposal for dataset states (CQL_overcook_salad.py:636: 20)
     dataset_max_new_tokens: int = 20
+    # the task the Q input names: "{task},  Action: {a}, for Observation: {s},"; the paper's
+    # script passes its --task index, 3 (CQL_overcook_salad.py:264, 548, 584; the Salad
+    # preset sets it); "" = the env's own (Overcooked: "Observation: {s},  Action: {a}.")
+    q_text_task: str = ""
 
     def validate(self) -> None:
         super().validate()

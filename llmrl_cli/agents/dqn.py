@@ -32,7 +32,7 @@ BUFFER_BALANCES = ("off", "paper")
 
 @dataclass
 class DQNConfig:
-    """Hyperparameters; defaults are the paper's Overcooked settings (specs/algorithms.md)."""
+    """Hyperparameters; defaults are the paper's Overcooked settings (docs/paper-settings.md)."""
 
     gamma: float = 0.99
     lr: float = 5e-4
@@ -113,7 +113,7 @@ def choose(q: torch.Tensor, policy: str, cfg: DQNConfig, rng: torch.Generator) -
 
 class BufferBalance:
     """The paper's ALFWorld rule for which finished episodes enter the replay buffer
-    (value-based/train_alfworld.py:34-35, 574-595, 781-782).
+    (value-based/train_alfworld.py:34-35, 574-595, 780-781).
 
     With an LLM prior: a success always enters; a failure enters while failures <= successes +
     100 (the script counts successes from 100). Plain DQN: every episode enters, and while the

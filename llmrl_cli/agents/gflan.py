@@ -12,11 +12,12 @@ One prompt forward per state; every action's tokens run against that prompt's KV
 LoRA adapters (peft) sit on the LM's linear layers: adapters on = the policy pi, adapters off =
 the frozen prior p_LLM (the same scores, one base model in memory).
 
-Loss on a minibatch of (s, a, logpi_old(a), V_old, A_hat, R) (CleanRL's PPO)::
+Loss on a minibatch of (s, a, logpi_old(a), V_old, A_hat, R), as GLAM's PPO step
+(flowersteam/Grounding_LLMs_with_online_RL, experiments/train_language_agent.py:250-264)::
 
     r        = exp(log pi(a|s) - log pi_old(a|s))
-    L_clip   = -mean( min(r * A_hat, clip(r, 1 - eps, 1 + eps) * A_hat) )   A_hat normalised
-    L_V      = 0.5 * mean( max((V - R)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - R)^2) )
+    L_clip   = -mean( min(r * A_hat, clip(r, 1 - eps, 1 + eps) * A_hat) )
+    L_V      = mean( max((V - R)^2, (V_old + clip(V - V_old, -eps_v, eps_v) - R)^2) )
     H        = mean( entropy of pi(.|s) over A(s) )
     KL_hat   = mean_s (1/k) sum_i w_i * log w_i,  w_i = pi(a_i|s) / p_LLM(a_i|s),  a_i ~ p_LLM
     loss     = L_clip + c_V * L_V - c_H * H + beta * KL_hat     (beta = 0 for gflan)
@@ -24,7 +25,7 @@ Loss on a minibatch of (s, a, logpi_old(a), V_old, A_hat, R) (CleanRL's PPO)::
 KL_hat is an unbiased estimate of KL(pi || p_LLM) from k samples of the frozen prior
 (importance weighting: E_p[(pi/p) log(pi/p)] = E_pi[log(pi/p)]); since p does not depend on
 the parameters, its gradient is an unbiased estimate of the KL's gradient too. A_hat and R
-come from GAE(gamma, lambda). Paper/GLAM settings: clip 0.2, value clip 0.2, c_H 0.01,
+come from GAE(gamma, lambda). GLAM's settings (the paper's GFlan code is not public): clip 0.2, value clip 0.2, c_H 0.01,
 c_V 0.5, grad norm 0.5, 4 epochs, gamma 0.99, lambda 0.99; GLAM's Adam lr 1e-6 is for the full
 model -- LoRA needs a larger one (ours 1e-4, the usual LoRA order of magnitude).
 """
@@ -221,14 +222,13 @@ class GFlanAgent:
         new_logp = logpi.gather(1, batch["action"][:, None]).squeeze(1)
         log_ratio = new_logp - batch["logp"]
         ratio = log_ratio.exp()
-        adv = batch["advantages"]
-        if len(adv) > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = batch["advantages"]  # not normalised per minibatch, as GLAM's
         pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
         v_clipped = batch["values"] + (value - batch["values"]).clamp(-cfg.value_clip,
                                                                       cfg.value_clip)
-        v_loss = 0.5 * torch.max((value - batch["returns"]) ** 2,
-                                 (v_clipped - batch["returns"]) ** 2).mean()
+        # GLAM's clipped value loss, no 1/2 (experiments/train_language_agent.py:258-264)
+        v_loss = torch.max((value - batch["returns"]) ** 2,
+                           (v_clipped - batch["returns"]) ** 2).mean()
         entropy = masked_entropy(logpi).mean()
         loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
         stats = {"policy_loss": float(pg.detach()), "value_loss": float(v_loss.detach()),

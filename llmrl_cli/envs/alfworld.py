@@ -285,6 +285,12 @@ class AlfworldPick(TextEnv):
     def admissible_actions(self) -> list[str]:
         return list(self._actions)
 
+    def q_input(self, state: str, action: str, task: str | None = None) -> str:
+        """The paper's ALFWorld Q input: its observation is LLF-Bench's cut just before "You
+        are allowed to take the following actions:" (train_alfworld.py:277-285), so the text
+        goes on with the ". " LLF-Bench put there."""
+        return super().q_input(f"{state}. ", action, task)
+
     @property
     def feature_task(self) -> str:
         """The task as the paper's Q-network input names it ("Task: put a candle in toilet.")."""

@@ -55,6 +55,14 @@ class TextEnv(gym.Env[dict, int]):
         with one fixed task (see ``encoders.format_pair``)."""
         return None
 
+    def q_input(self, state: str, action: str, task: str | None = None) -> str:
+        """The Q-network's input text for one (state, action) candidate, as the paper's
+        ``feat_generate`` writes it (``encoders.format_pair``); ``task``: the Q input's task
+        name (``feature_task``, or CQL's ``q_text_task``)."""
+        from ..encoders import format_pair
+
+        return format_pair(state, action, task)
+
     def episode_options(self, kind: str, index: int, run_seed: int) -> dict | None:
         """The ``reset`` options of an episode: the ``index``-th training episode of the run
         (``kind="train"``, counted from 0 over the whole run) or the ``index``-th episode of an

@@ -44,7 +44,7 @@ _TASK = re.compile(r"Your task is to: ([^.]+\.?)")
 
 def task_in(instruction: str) -> str:
     """The task an instruction states ("put a candle in toilet."), found as the paper's ALFWorld
-    script finds it (value-based/train_alfworld.py:318: 'Your task is to: [^.]+\\.?')."""
+    script finds it (value-based/train_alfworld.py:320: 'Your task is to: [^.]+\\.?')."""
     match = _TASK.search(instruction)
     if match is None:
         raise ValueError(f"no 'Your task is to: ...' in the instruction {instruction!r}")
