@@ -279,12 +279,13 @@ class Runner:
         if self.runs_ahead:
             self._remember_asked(queries)
         proposals = self.propose(queries, streams or [TRAIN_STREAM] * len(queries))
+        # per state, whether its candidates held an optimal action (counted states only)
+        hits = [any(a in optimal for a in cands) if count and self.track_optimal else None
+                for (_, _, optimal, _, count), cands in zip(states, proposals)]
         if not self.learns:
-            return [Decision(cands, torch.empty(0), torch.tensor(
-                        [float(cands.count(a)) for a in cands]),
-                        any(a in state[2] for a in cands) if state[4] and self.track_optimal
-                        else None)
-                    for state, cands in zip(states, proposals)]
+            return [Decision(cands, torch.empty(0),
+                             torch.tensor([float(cands.count(a)) for a in cands]), hit)
+                    for cands, hit in zip(proposals, hits)]
         q_input = self.slots[0].env.q_input
         texts = [q_input(state[0]["text"], a, state[3][1])
                  for state, cands in zip(states, proposals) for a in cands]
@@ -293,9 +294,8 @@ class Runner:
         distinct = {id(a): a for a in agents}  # one Q forward per agent, not per state
         q_by_agent = {key: a.q_values(features).cpu() for key, a in distinct.items()}
         decisions, start = [], 0
-        for (_, _, optimal, _, count), cands, agent in zip(states, proposals, agents):
+        for cands, agent, hit in zip(proposals, agents, hits):
             end = start + len(cands)
-            hit = any(a in optimal for a in cands) if count and self.track_optimal else None
             q = q_by_agent[id(agent)][start:end]
             decisions.append(Decision(cands, features[start:end], q, hit))
             start = end
