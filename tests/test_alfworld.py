@@ -75,6 +75,12 @@ def test_split_and_generation_are_fixed_by_the_seed():
     assert a != make_game("Candle", "Toilet", random.Random(8))
     assert "(openable " in "".join(
         make_game("CellPhone", "Drawer", random.Random(s)).problem for s in range(5))
+    # every combination has a place to start from in every room it is drawn in, whatever
+    # the random receptacle counts (seed 0's train game 48 once drew a bedroom without one)
+    for obj, recep in TRAIN_PAIRS + UNSEEN_PAIRS:
+        for s in range(40):
+            problem = make_game(obj, recep, random.Random(s)).problem
+            assert f"(objectType {obj}_bar_" in problem
 
 
 # A hand-written game in the official layout: a toilet, a countertop with a candle on it

@@ -178,9 +178,14 @@ def make_game(obj: str, recep: str, rng: random.Random,
                    for _ in range(n)]
     # the target's first place: never the goal's receptacle type; a closed one 40% of the time
     sources = [r for r in receptacles if r[1] != recep and obj in holds[r[1]]]
+    if not sources:  # the random counts left no other place for it: add one such receptacle
+        kinds = sorted(t for t in room.receptacles if t != recep and obj in holds[t])
+        if not kinds:
+            raise ValueError(f"no receptacle in the {room.name} can hold a {obj}")
+        extra = rng.choice(kinds)
+        receptacles.append((_receptacle_id(extra, rng), extra))
+        sources = [receptacles[-1]]
     closed = [r for r in sources if r[1] in openable]
-    if not sources:
-        raise ValueError(f"no receptacle in the {room.name} can hold a {obj}")
     placed = [(obj, rng.choice(closed if closed and rng.random() < 0.4 else sources))]
     if rng.random() < 0.3:
         placed.append((obj, rng.choice(sources)))
