@@ -15,15 +15,36 @@ from .errors import UserError
 GROUP = ["experiment", "env", "algo", "prior"]
 #: "episodes to" a success rate: the sample-efficiency figure of the summary table
 SOLVED = 0.8
-# two-sided 95% Student-t quantiles for n-1 degrees of freedom (n = seeds)
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+def _t_central_mass(t: float, dof: int) -> float:
+    """P(|T| < t) for Student's t with an integer number of degrees of freedom.
+
+    The closed form for integer ``dof`` (Abramowitz & Stegun 26.7.3-4): with
+    theta = atan(t / sqrt(dof)), a finite series in cos(theta)^2.
+    """
+    theta = math.atan(t / math.sqrt(dof))
+    c2 = math.cos(theta) ** 2
+    if dof % 2 == 1:  # 2/pi * (theta + sin cos (1 + 2/3 c2 + 2*4/(3*5) c2^2 + ...)), dof-3 terms
+        term, total = 1.0, 1.0 if dof > 1 else 0.0
+        for j in range(1, (dof - 1) // 2):
+            term *= c2 * (2 * j) / (2 * j + 1)
+            total += term
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+    term, total = 1.0, 1.0  # sin * (1 + 1/2 c2 + 1*3/(2*4) c2^2 + ...), dof-2 terms
+    for j in range(1, dof // 2):
+        term *= c2 * (2 * j - 1) / (2 * j)
+        total += term
+    return math.sin(theta) * total
 
 
 def t95(dof: int) -> float:
-    if dof <= 0:
+    """Two-sided 95% Student-t quantile (t such that P(|T| < t) = 0.95); NaN for dof < 1."""
+    if dof < 1:
         return float("nan")
-    return _T95.get(dof) or next((v for k, v in sorted(_T95.items()) if k >= dof), 1.96)
+    low, high = 0.0, 20.0  # t95(1) = 12.706 is the largest
+    for _ in range(100):  # bisection to float precision
+        mid = (low + high) / 2
+        low, high = (mid, high) if _t_central_mass(mid, dof) < 0.95 else (low, mid)
+    return (low + high) / 2
 
 
 def ci95(values: pd.Series) -> float:

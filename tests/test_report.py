@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from llmrl_cli.report import ci95, load_results, summary_table, write_report
+from llmrl_cli.report import ci95, load_results, t95, summary_table, write_report
 from llmrl_cli.runner import CSV_COLUMNS
 
 
@@ -31,8 +31,16 @@ def tree(tmp_path):
 
 def test_ci95_uses_student_t():
     values = pd.Series([1.0, 0.6, 0.8])
-    assert ci95(values) == pytest.approx(4.303 * 0.2 / math.sqrt(3))
+    assert ci95(values) == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-6)
     assert math.isnan(ci95(pd.Series([1.0])))
+
+
+@pytest.mark.parametrize("dof, quantile", [
+    (1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281), (11, 2.2010),
+    (12, 2.1788), (16, 2.1199), (25, 2.0595), (100, 1.9840)])
+def test_t95_is_the_exact_quantile_for_every_dof(dof, quantile):
+    # scipy.stats.t.ppf(0.975, dof) to 4 decimals; a table that rounds dof up gives 2.131 at 11
+    assert t95(dof) == pytest.approx(quantile, abs=5e-5)
 
 
 def test_summary_numbers(tree):
