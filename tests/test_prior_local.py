@@ -277,6 +277,43 @@ def test_the_flat_forward_runs_llama_and_qwen2_layouts(tmp_path, model_type):
     assert len(other._sample(prompts, 2)) == 3
 
 
+def test_a_transformers_that_drops_the_flattened_rows_falls_back_with_a_notice(
+        tmp_path, monkeypatch, capsys):
+    """transformers before 5.24 calls the cache update without the forward's keywords
+    (``update(key_states, value_states, layer_idx)``); a model ``flat_forward`` cannot run
+    then prefills and decodes unflattened, with one notice, and samples what the flattened
+    forwards sample."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from llmrl_cli.priors.local import EMBEDDED_MODEL, load_causal_lm
+    from llmrl_cli.priors.reserved_cache import ReservedLayer
+
+    tok, _ = load_causal_lm(EMBEDDED_MODEL, torch.device("cpu"))
+    config = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64,
+                                  intermediate_size=96, num_hidden_layers=2,
+                                  num_attention_heads=8, num_key_value_heads=2,
+                                  max_position_embeddings=1024, hidden_act="gelu")
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    prompts = [QUICK_STOP] + [q.prompt for q in _queries(2)]
+    flattened = LocalLLMPrior(model=str(tmp_path / "lm"), seed=0, cache=None, max_new_tokens=6)
+    flattened._load()
+    assert flattened._ragged and not flattened._flat
+    assert "llmrl:" not in capsys.readouterr().err
+    expected = flattened._sample(prompts, 3)
+
+    update = ReservedLayer.update
+    monkeypatch.setattr(ReservedLayer, "update",
+                        lambda self, key, value, *args, **kwargs: update(self, key, value, *args))
+    prior = LocalLLMPrior(model=str(tmp_path / "lm"), seed=0, cache=None, max_new_tokens=6)
+    prior._load()
+    assert not prior._ragged
+    notice = [line for line in capsys.readouterr().err.splitlines() if "llmrl:" in line]
+    assert len(notice) == 1 and "runs its forwards unflattened" in notice[0]
+    assert prior._sample(prompts, 3) == expected
+
+
 def test_flattened_prefill_equals_one_prompt_at_a_time(smol):
     """The prompts' uncached tokens in one forward give the logits and keys/values that one
     forward per prompt gives, reusing the same cached prefixes."""

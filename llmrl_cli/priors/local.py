@@ -40,6 +40,7 @@ import importlib.util
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -169,6 +170,41 @@ class LocalLLMPrior(LLMPrior):
         self._stop_ids = torch.tensor(sorted(set(stop)), device=self._lm.device)
         if self._lm.device.type == "cpu" and self.prefix_cache_mb > 0:
             self._prefix = PrefixKVCache(self.prefix_cache_mb * 2**20)
+        if self._ragged and not self._flat and not self._transformers_passes_ragged():
+            import transformers
+
+            print(f"llmrl: notice: transformers {transformers.__version__} does not hand the "
+                  "flattened rows on to this model's cache update (5.24 and later do); the prior "
+                  "runs its forwards unflattened", file=sys.stderr)
+            self._ragged = False
+
+    @torch.inference_mode()
+    def _transformers_passes_ragged(self) -> bool:
+        """Whether transformers' forward of this model hands the ``ragged`` keyword on to the
+        cache update (``ReservedLayer.update`` refuses a flattened forward without it): one
+        token's flattened prefill into an empty cache, tried once at load."""
+        from transformers import DynamicCache
+
+        from .reserved_cache import RaggedRows, ReservedLayer
+
+        lm, config = self._lm, self._lm.config
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads)
+        cache = DynamicCache()
+        cache.layers = [ReservedLayer((1, heads, 1, head_dim), 0, lm.dtype, lm.device)
+                        for _ in range(config.num_hidden_layers)]
+        for layer in cache.layers:
+            layer.flattened = True
+        zero = torch.zeros(1, dtype=torch.long, device=lm.device)
+        ragged = RaggedRows(zero, zero, zero, 1, 1, [(0, 0, 1, 1)])
+        try:
+            self._forward_flat(zero, zero, cache, ragged)
+        except RuntimeError as exc:
+            if "flattened rows" not in str(exc):
+                raise
+            return False
+        return True
 
     @torch.inference_mode()
     def warm_up(self) -> None:
