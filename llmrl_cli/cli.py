@@ -585,12 +585,14 @@ def _print_probe_summary(queries, results, batch: int) -> None:
     from rich.table import Table
 
     table = Table(title=f"prior quality over {len(queries)} states", title_justify="left")
-    for name in ("prior", "p(optimal) mean", "optimal in k", f"s per call of ≤{batch} states"):
+    for name in ("prior", "p(optimal) mean", "optimal in k", "unmatched texts",
+                 f"s per call of ≤{batch} states"):
         table.add_column(name, justify="right" if name != "prior" else "left")
     for r in results:
         p_opt, hits = r.p_optimal(queries), r.optimal_in_k(queries)
         table.add_row(r.label, f"{sum(p_opt) / len(p_opt):.3f}",
                       f"{sum(hits)}/{len(hits)}",
+                      f"{r.unmatched}/{sum(map(len, r.proposals))}",
                       f"{sum(r.batch_seconds) / len(r.batch_seconds):.3f}")
     Console().print(table)
 

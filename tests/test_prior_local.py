@@ -530,3 +530,22 @@ def test_a_dqn_prior_run_trains_on_the_gpu(tmp_path):
     assert runner.prior._lm.device.type == "cuda" and runner.prior._lm.dtype == torch.bfloat16
     rows = runner.csv_path.read_text().splitlines()
     assert len(rows) >= 3  # header, evaluations at 0 and 4
+
+
+def test_probe_counts_each_unmatched_completion_once(smol):
+    """``llmrl prior probe`` of a sample-mode prior: p(action) is the share of the k proposals
+    it drew, and each completion that names no admissible action is counted once."""
+    from llmrl_cli.priors.llm import mentions_any
+    from llmrl_cli.priors.probe import probe_prior, probe_states
+
+    queries = probe_states("frozenlake", 3, seed=0)
+    texts = smol.completions(queries, 4)
+    expected = sum(not mentions_any(t, list(q.actions)) for q, row in zip(queries, texts)
+                   for t in row)
+    assert expected > 0  # the 135M model's texts often name no action
+    before = smol.stats.unmatched
+    result = probe_prior("local:sample", smol, queries, 4, batch=2)
+    assert result.unmatched == expected == smol.stats.unmatched - before
+    for q, row, probs in zip(queries, result.proposals, result.probs):
+        assert len(row) == 4
+        assert probs == [row.count(a) / 4 for a in q.actions]

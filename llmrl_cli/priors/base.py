@@ -101,6 +101,11 @@ class ActionPrior:
     def propose(self, queries: list[PriorQuery], k: int) -> list[list[str]]:
         raise NotImplementedError
 
+    @property
+    def exact_distribution(self) -> bool:
+        """Whether ``distribution`` is known exactly rather than the share of k proposals."""
+        return type(self).distribution is not ActionPrior.distribution
+
     def warm_up(self) -> None:
         """Load the model / reach the server now, so the first ``propose`` is not slowed."""
 
@@ -195,6 +200,10 @@ class UniformMixPrior(ActionPrior):
         self.name = self.base.name
         self.uses_expert = self.base.uses_expert
         self.has_model = self.base.has_model
+
+    @property
+    def exact_distribution(self) -> bool:
+        return self.base.exact_distribution
 
     def warm_up(self) -> None:
         self.base.warm_up()

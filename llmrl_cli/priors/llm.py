@@ -180,6 +180,10 @@ class LLMPrior(ActionPrior):
         return [[found[key] for key, _ in row] for row in plan]
 
     # -- ActionPrior ----------------------------------------------------------------------
+    @property
+    def exact_distribution(self) -> bool:
+        return self.mode == "score"
+
     def distribution(self, queries: list[PriorQuery], k: int) -> list[list[float]]:
         if self.mode == "sample":
             return super().distribution(queries, k)

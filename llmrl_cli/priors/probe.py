@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..envs import make
 from ..errors import UserError
 from ..seeding import stable_seed
-from .base import ActionPrior, PriorQuery
+from .base import ActionPrior, PriorQuery, frequencies
 from .prompts import build_query, history_line
 
 
@@ -53,6 +53,8 @@ class ProbeResult:
     proposals: list[list[str]]
     probs: list[list[float]]
     batch_seconds: list[float] = field(default_factory=list)
+    #: sample mode: completions that named no admissible action (of ``len(proposals) * k``)
+    unmatched: int = 0
 
     def p_optimal(self, queries: list[PriorQuery]) -> list[float]:
         return [sum(p for a, p in zip(q.actions, row) if a in q.optimal)
@@ -66,13 +68,18 @@ def probe_prior(label: str, prior: ActionPrior, queries: list[PriorQuery], k: in
                 batch: int = 16) -> ProbeResult:
     prior.warm_up()
     proposals, seconds = [], []
+    unmatched = prior.stats.unmatched
     for start in range(0, len(queries), batch):
         chunk = queries[start : start + batch]
         began = time.perf_counter()
         proposals += prior.propose(chunk, k)
         seconds.append(time.perf_counter() - began)
-    probs = prior.distribution(queries, k)  # answered from the run's in-memory cache
-    return ProbeResult(label, proposals, probs, seconds)
+    unmatched = prior.stats.unmatched - unmatched
+    if prior.exact_distribution:  # score mode, uniform, expert-mix
+        probs = prior.distribution(queries, k)
+    else:  # sample mode: the share of the k proposals just drawn (not drawn and counted again)
+        probs = [frequencies(q.actions, row) for q, row in zip(queries, proposals)]
+    return ProbeResult(label, proposals, probs, seconds, unmatched)
 
 
 def parse_probe_spec(spec: str) -> tuple[str, str]:
