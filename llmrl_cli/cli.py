@@ -462,11 +462,11 @@ def priors() -> None:
 def prior_export(out: Path = typer.Option(..., help="folder to write the HF model into")) -> None:
     """Write the embedded SmolLM2-135M-Instruct as a normal Hugging Face folder."""
     _quiet_libraries()
-    from .priors.local import export_embedded
+    from .priors.local import embedded_gguf, export_gguf
 
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose an empty or new folder")
-    typer.echo(str(export_embedded(out)))
+    typer.echo(str(export_gguf(embedded_gguf(), out)))
 
 
 @prior_app.command("probe")

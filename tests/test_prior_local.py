@@ -1,5 +1,7 @@
 """The embedded SmolLM2 prior, run for real (small batches to keep it quick)."""
 
+import os
+
 import pytest
 import torch
 
@@ -549,3 +551,31 @@ def test_probe_counts_each_unmatched_completion_once(smol):
     for q, row, probs in zip(queries, result.proposals, result.probs):
         assert len(row) == 4
         assert probs == [row.count(a) / 4 for a in q.actions]
+
+
+def test_a_user_gguf_is_converted_once_and_loads_with_its_own_numbers(tmp_path, monkeypatch):
+    """A ``.gguf`` prior model is de-quantised into ``<cache>/models`` on first use, in fp32:
+    later loads read that folder (no conversion) and give the logits of the file itself; a
+    changed file converts again."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from llmrl_cli.priors import local
+    from llmrl_cli.priors.local import embedded_gguf, load_causal_lm, resolve_model_path
+
+    monkeypatch.setenv("LLMRL_MODEL_DIR", str(tmp_path / "models"))
+    gguf = tmp_path / "mine.gguf"
+    shutil.copyfile(embedded_gguf(), gguf)
+    folder = resolve_model_path(str(gguf))
+    assert folder.parent == tmp_path / "models" and folder.name.startswith("mine-")
+    monkeypatch.setattr(local, "export_gguf", lambda *a: pytest.fail("converted again"))
+    assert resolve_model_path(str(gguf)) == folder
+    tok, lm = load_causal_lm(str(gguf), torch.device("cpu"))
+    direct = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=gguf.name,
+                                                  dtype=torch.float32).eval()
+    ids = tok("Count: 1 2 3", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        assert torch.equal(lm(ids).logits, direct(ids).logits)
+    os.utime(gguf, ns=(0, 0))
+    assert local.converted_gguf_dir(gguf) != folder

@@ -67,14 +67,18 @@ def embedded_gguf() -> Path:
     return Path(spec.submodule_search_locations[0]) / _GGUF_NAME
 
 
-def export_embedded(out: Path) -> Path:
-    """Write the embedded GGUF model as a normal Hugging Face folder (bf16 safetensors)."""
+def export_gguf(gguf: Path, out: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Write a GGUF model as a normal Hugging Face folder (safetensors in ``dtype``) at ``out``.
+
+    transformers de-quantises a GGUF file's tensors on every load; the folder loads directly.
+    The embedded model is kept in bf16; a user's file in fp32, the values its de-quantised
+    tensors load with.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16
+        gguf.parent, gguf_file=gguf.name, dtype=dtype
     )
     model.hf_quantizer = None  # the weights are de-quantized on load; save them plainly
     if hasattr(model.config, "quantization_config"):
@@ -90,30 +94,43 @@ def export_embedded(out: Path) -> Path:
     return out
 
 
+def converted_gguf_dir(gguf: Path) -> Path:
+    """Where a user's ``.gguf`` file is kept converted: ``<cache>/models/<stem>-<id>``, the id
+    a hash of the file's absolute path, size and modification time (a changed file converts
+    again)."""
+    import hashlib
+
+    stat = gguf.stat()
+    identity = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return model_dir() / f"{gguf.stem}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
 def resolve_model_path(model: str) -> Path:
-    """The embedded model (converted once to ``<cache>/models``), a folder, or a .gguf file."""
+    """The folder to load: a Hugging Face folder as given, or the embedded model or a user's
+    ``.gguf`` file converted once into ``<cache>/models``."""
     if model == EMBEDDED_MODEL:
-        folder = model_dir() / EMBEDDED_MODEL
-        if not (folder / "config.json").exists():
-            export_embedded(folder)
-        return folder
+        return _converted(embedded_gguf(), model_dir() / EMBEDDED_MODEL, torch.bfloat16)
     path = Path(model).expanduser()
-    if path.is_dir() and (path / "config.json").exists() or path.suffix == ".gguf" and path.exists():
+    if path.is_dir() and (path / "config.json").exists():
         return path
+    if path.suffix == ".gguf" and path.is_file():
+        return _converted(path, converted_gguf_dir(path), torch.float32)
     raise UserError(
         f"prior model {model!r} is neither {EMBEDDED_MODEL} nor a local Hugging Face folder or "
         ".gguf file"
     )
 
 
+def _converted(gguf: Path, folder: Path, dtype: torch.dtype) -> Path:
+    return folder if (folder / "config.json").exists() else export_gguf(gguf, folder, dtype)
+
+
 def load_causal_lm(model: str, device: torch.device, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(model)
-    kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
-    where = path.parent if path.suffix == ".gguf" else path
-    tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-    lm = AutoModelForCausalLM.from_pretrained(where, dtype=dtype, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return tokenizer, lm.to(device).eval()
 
 
