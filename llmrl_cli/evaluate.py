@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .algos import algorithm
 from .config import RunConfig
 from .errors import UserError
 
@@ -99,7 +100,7 @@ def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     if not state.get("finished"):
         raise UserError(f"{cfg.stem}.csv is not finished; run it to the end first")
-    if cfg.algo in ("gflan", "gflan-prior"):
+    if algorithm(cfg.algo).family == "policy":
         raise UserError(f"llmrl evaluate re-scores a Q-function; {cfg.algo} runs have none (their "
                         "CSV already holds the policy's evaluations)")
     eval_cfg = spec.resolve(cfg)

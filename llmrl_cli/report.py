@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .algos import ALGORITHMS, names
 from .errors import UserError
 
 GROUP = ["experiment", "env", "algo", "prior"]
@@ -74,7 +75,8 @@ def load_results(root: Path) -> pd.DataFrame:
 
 def base_algo(algo: str) -> str | None:
     """The baseline an algo is compared with (dqn-prior -> dqn), or None for a baseline."""
-    return algo[: -len("-prior")] if algo.endswith("-prior") else None
+    spec = ALGORITHMS.get(algo)
+    return spec.baseline if spec else None
 
 
 def _first_reaching(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -215,8 +217,12 @@ def plot_curves(curve: pd.DataFrame, out: Path, metric: str = "success") -> list
     paths = []
     for env, g_env in curve.groupby("env"):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        # name the experiment only where an algo and prior appear in more than one
+        experiments = g_env.groupby(["algo", "prior"])["experiment"].nunique()
         for key, g in g_env.groupby(["experiment", "algo", "prior"]):
-            label = f"{key[1]} ({key[2]})" + ("" if key[0] == "default" else f" [{key[0]}]")
+            label = f"{key[1]} ({key[2]})"
+            if key[0] != "default" and experiments[(key[1], key[2])] > 1:
+                label += f" [{key[0]}]"
             mean, half = g[f"{metric}_mean"], g[f"{metric}_ci95"].fillna(0.0)
             ax.plot(g["env_steps"], mean, marker="o", ms=3, label=f"{label}, n={g['seeds'].max()}")
             low, high = mean - half, mean + half
@@ -225,13 +231,15 @@ def plot_curves(curve: pd.DataFrame, out: Path, metric: str = "success") -> list
             ax.fill_between(g["env_steps"], low, high, alpha=0.2)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(f"eval {metric}")
+        if metric == "success":
+            ax.set_ylim(-0.03, 1.03)
         ax.set_title(f"{env}: eval {metric} (mean, 95% CI over seeds)")
         paths.append(_save(fig, ax, out / f"curve_{env}_{metric}.png"))
     return paths
 
 
 #: offline algos (their runs' env_steps = dataset transitions trained on)
-OFFLINE = ("cql", "cql-prior")
+OFFLINE = names("offline")
 #: the share of full-data performance that defines "enough data" in the offline table
 ENOUGH = 0.9
 #: an offline curve: one per env, algo, prior and the dataset its sizes are drawn from
@@ -409,10 +417,10 @@ def offline_rows(needed: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     needed = needed.assign(dataset=dataset_column(needed))
     rows = []
     for r in needed.itertuples():
-        base = needed[(needed.env == r.env) & (needed.algo == "cql")
+        base = needed[(needed.env == r.env) & (needed.algo == base_algo(r.algo))
                       & (needed.dataset == r.dataset)]
         ratio = ""
-        if r.algo != "cql" and len(base) and not math.isnan(r.transitions_needed):
+        if len(base) and not math.isnan(r.transitions_needed):
             b = float(base["transitions_needed"].iloc[0])
             if not math.isnan(b) and b > 0:
                 ratio = f"{1 - r.transitions_needed / b:.0%} fewer"

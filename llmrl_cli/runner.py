@@ -45,6 +45,7 @@ import torch
 import yaml
 
 from .agents.dqn import BufferBalance, DQNAgent, choose, update_threads
+from .algos import algorithm
 from .config import (AGENT_VALUES_BEFORE_ADDED, VALUES_BEFORE_ADDED, RunConfig, dump_yaml,
                      identity_of)
 from .devices import resolve_device
@@ -261,7 +262,7 @@ class Runner:
     @property
     def learns(self) -> bool:
         """Whether this run trains a Q-function (``llm`` acts by the prior alone)."""
-        return self.cfg.algo != "llm"
+        return algorithm(self.cfg.algo).learns
 
     def propose(self, queries: list[PriorQuery], streams: list[str]) -> list[list[str]]:
         """The prior's proposals for ``queries``, each numbered as a visit of its stream

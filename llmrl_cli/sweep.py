@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import (BASELINE_ALGOS, OFFLINE_ALGOS, POLICY_ALGOS, RunConfig, build_config,
-                     load_yaml)
+from .algos import algorithm, make_loop
+from .config import RunConfig, build_config, load_yaml
 from .errors import UserError
 
 EXECUTORS = ("local", "ray")
@@ -80,20 +80,20 @@ def expand(path: Path | str, profile: str = PAPER, **overrides: Any) -> list[Run
     runs: dict[tuple, RunConfig] = {}
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values))
-        algo = point.get("algo", data.get("algo"))
-        if algo in BASELINE_ALGOS:
+        spec = algorithm(point.get("algo", data.get("algo", RunConfig.algo)))
+        if not spec.takes_prior:
             point.pop("prior", None)
             point.pop("prior_mode", None)
-        if algo not in OFFLINE_ALGOS:
+        if not spec.offline:
             point.pop("dataset", None)
             point.pop("max_transitions", None)
         suffix = "-".join(f"{SHORT.get(k, k)}{_label(v)}" for k, v in point.items()
                           if k not in IN_PATH and v is not None)
         experiment = f"{base_name}-{suffix}" if suffix else base_name
         settings = {**data, **point, "experiment": experiment}
-        if algo in BASELINE_ALGOS:
+        if not spec.takes_prior:
             settings.pop("prior", None)
-        if algo not in OFFLINE_ALGOS:
+        if not spec.offline:
             settings.pop("dataset", None)
             settings.pop("max_transitions", None)
         cfg = build_config(settings, **overrides)
@@ -133,18 +133,12 @@ def run_one(cfg: RunConfig, threads: int | None = None, evals: list | None = Non
     evaluations (``evals``: EvalSpecs)."""
     import torch
 
-    from .offline import OfflineRunner
-    from .runner import Runner
-
     if threads:
         torch.set_num_threads(threads)
 
     name = f"{cfg.experiment}/{cfg.env}/{cfg.algo}/seed_{cfg.seed}"
     try:
-        cls = OfflineRunner if cfg.algo in OFFLINE_ALGOS else Runner
-        if cfg.algo in POLICY_ALGOS:
-            from .gflan import GFlanRunner as cls
-        path = cls(cfg, log=lambda *_: None).run()
+        path = make_loop(cfg, log=lambda *_: None).run()
         if evals:
             from .evaluate import evaluate_run
 

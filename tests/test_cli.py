@@ -119,6 +119,10 @@ def test_run_and_report_from_yaml(capsys, tmp_path):
     main(["report", str(tmp_path / "results"), "--out", str(tmp_path / "report")])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| tiny | frozenlake | dqn | uniform | 1 | 4 |" in report
+    assert capsys.readouterr().out.splitlines() == [  # where the figure and table are
+        f"report:  {tmp_path / 'report' / 'report.md'}",
+        f"table:   {tmp_path / 'report' / 'summary.csv'}",
+        f"figure:  {tmp_path / 'report' / 'curve_frozenlake_success.png'}"]
     assert (tmp_path / "report" / "curve_frozenlake_success.png").stat().st_size > 1000
 
 

@@ -1,11 +1,12 @@
 import torch
 
-from llmrl_cli.encoders import format_pair
+from llmrl_cli.envs.base import TextEnv
 
 
 def test_pair_templates_follow_the_paper():
-    assert format_pair("You see a cup.", "take cup") == "Observation: You see a cup.,  Action: take cup."
-    assert (format_pair("room", "go to desk 1", task="put a pen on the desk")
+    q_input = TextEnv().q_input
+    assert q_input("You see a cup.", "take cup") == "Observation: You see a cup.,  Action: take cup."
+    assert (q_input("room", "go to desk 1", task="put a pen on the desk")
             == "put a pen on the desk,  Action: go to desk 1, for Observation: room,")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from llmrl_cli.algos import make_loop
 from llmrl_cli.config import build_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -43,14 +44,7 @@ CASES = {
 
 
 def _run(cfg):
-    from llmrl_cli.config import OFFLINE_ALGOS, POLICY_ALGOS
-    from llmrl_cli.offline import OfflineRunner
-    from llmrl_cli.runner import Runner
-
-    cls = OfflineRunner if cfg.algo in OFFLINE_ALGOS else Runner
-    if cfg.algo in POLICY_ALGOS:
-        from llmrl_cli.gflan import GFlanRunner as cls
-    return cls(cfg, log=lambda *_: None).run()
+    return make_loop(cfg, log=lambda *_: None).run()
 
 
 #: the cases that run the embedded LLM take minutes on CPU: `make test-slow` runs them

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from llmrl_cli.cli import main
-from llmrl_cli.config import ENV_PRESETS, build_config
+from llmrl_cli.config import build_config
+from llmrl_cli.envs import env_class
 from llmrl_cli.data.collect import collect
 from llmrl_cli.data.dataset import load_dataset
 from llmrl_cli.data.paper_dataset import paper_dataset_path
@@ -192,7 +193,7 @@ def test_env_presets_do_not_override_cql_defaults(env):
     """An env preset's online DQN schedule stays with dqn; cql keeps the paper's CQL settings
     (batch 128, soft targets, greedy evaluation) and takes only the env's evaluation size and
     feature standardisation."""
-    preset = ENV_PRESETS[env]["agent"]
+    preset = env_class(env).preset["agent"]
     for algo, prior in (("cql", None), ("cql-prior", "expert-mix:0.5")):
         agent = build_config(env=env, algo=algo, prior=prior).agent
         assert (agent.batch_size, agent.target_update, agent.tau) == (128, "soft", 0.005)

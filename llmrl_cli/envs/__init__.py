@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from ..errors import unknown_choice
 from .alfworld import AlfworldPick
 from .base import TextEnv
@@ -11,7 +9,7 @@ from .frozenlake import FrozenLakeText
 from .overcooked import OvercookedSalad, OvercookedTomato
 
 #: name -> (constructor, one-line description)
-REGISTRY: dict[str, tuple[Callable[..., TextEnv], str]] = {
+REGISTRY: dict[str, tuple[type[TextEnv], str]] = {
     "frozenlake": (
         FrozenLakeText,
         "gymnasium FrozenLake-v1 in words; 4x4 not slippery, horizon 20 (options: map_name, "
@@ -40,11 +38,16 @@ def env_names() -> list[str]:
     return list(REGISTRY)
 
 
-def make(name: str, **kwargs) -> TextEnv:
-    """Build the text environment ``name`` (see ``env_names()``)."""
+def env_class(name: str) -> type[TextEnv]:
+    """The class of the text environment ``name``: its prompt, question and preset."""
     if name not in REGISTRY:
         raise unknown_choice("env", name, REGISTRY)
-    return REGISTRY[name][0](**kwargs)
+    return REGISTRY[name][0]
 
 
-__all__ = ["TextEnv", "make", "env_names", "REGISTRY"]
+def make(name: str, **kwargs) -> TextEnv:
+    """Build the text environment ``name`` (see ``env_names()``)."""
+    return env_class(name)(**kwargs)
+
+
+__all__ = ["TextEnv", "make", "env_class", "env_names", "REGISTRY"]

@@ -184,8 +184,45 @@ def to_paper(text: str) -> str:
     return _MOVED.sub(r"You put the \1 in/on the \2.", text)
 
 
+_TASK = re.compile(r"Your task is to: ([^.]+\.?)")
+
+
+def task_in(instruction: str) -> str:
+    """The task an instruction states ("put a candle in toilet."), found as the paper's ALFWorld
+    script finds it (value-based/train_alfworld.py:320: 'Your task is to: [^.]+\\.?')."""
+    match = _TASK.search(instruction)
+    if match is None:
+        raise ValueError(f"no 'Your task is to: ...' in the instruction {instruction!r}")
+    return match.group(1)
+
+
 class AlfworldPick(TextEnv):
     """ALFWorld Pick & Place on the real engine (see the module docstring)."""
+
+    action_list_style = "comma"
+    # train_alfworld.py and readme l.33: 1000 episodes, eval every 80 (one greedy episode per
+    # task string, 26), batch 128, buffer 20000, hard target copy every 20 gradient steps, a
+    # training phase every 10 episodes from episode 40 drawing 4 x |buffer| samples (l.892-899),
+    # eps-greedy 0.2 over the candidates, fresh proposals at every visit, failed episodes kept
+    # out of the buffer beyond 100 more than the successes (l.34, 574-595); the DQN baseline's
+    # candidate list is the admissible one cut or repeated to 30 (l.293-315). The prompt has no
+    # history (l.320-327).
+    preset = {
+        "episodes": 1000, "history_length": 0, "prior_draws": "fresh",
+        "agent": {"batch_size": 128, "buffer_size": 20000, "target_update": "hard",
+                  "target_update_every": 20, "train_every": 10, "train_start": 40,
+                  "train_passes": 4.0, "eval_every": 80, "eval_episodes": 26,
+                  "eval_policy": "greedy", "exploration": "eps-greedy", "epsilon": 0.2,
+                  "feature_norm": True, "buffer_balance": "paper"},
+        "per_algo": {"dqn": {"baseline_candidates": 30}},
+    }
+
+    @classmethod
+    def prompt(cls, instruction: str, observation: str, actions_text: str,
+               history: Sequence[str] = ()) -> str:
+        """The paper's ALFWorld prompt (``paper_prompt``): the task the instruction states, no
+        history."""
+        return paper_prompt(task_in(instruction), observation, [actions_text])
 
     def __init__(self, split: str = "train", data: str | Path | None = None,
                  horizon: int = DEFAULT_HORIZON, wording: str = "paper",

@@ -3,11 +3,16 @@
 An observation is ``{"text": str, "actions": list[str]}``: the state description and the
 admissible actions. ``env.instruction`` is the task sentence. ``step`` accepts an index into
 ``obs["actions"]`` or one of those strings; anything else raises ``ValueError``.
+
+An env also owns the text around it: the prior's prompt (``prompt``, its ``question`` and
+``action_list_style``), the Q-network's input text (``q_input``, ``feature_task``) and its run
+settings (``preset``). Adding an env is one class and one ``envs.REGISTRY`` entry.
 """
 
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from typing import Any, SupportsInt
 
 import gymnasium as gym
@@ -16,6 +21,13 @@ from gymnasium import spaces
 #: Characters a text observation may contain (gymnasium's ``Text`` space needs a charset).
 TEXT_CHARSET = frozenset(string.printable)
 MAX_TEXT = 8192
+#: The question before the admissible actions for an env that states none of its own.
+DEFAULT_QUESTION = "To complete the task, what action should you take next?"
+
+
+def history_line(observation: str, action: str) -> str:
+    """One line of a prompt's history (the paper's Overcooked layout, ``TextEnv.prompt``)."""
+    return f"Observation: {observation}. Action: {action}."
 
 
 class TextList(spaces.Sequence):
@@ -45,23 +57,56 @@ class TextEnv(gym.Env[dict, int]):
 
     metadata = {"render_modes": ["ansi"]}
     instruction: str = ""
+    #: The question the prior's prompt asks before the admissible actions (``prompt``).
+    question: str = DEFAULT_QUESTION
+    #: How the prompt writes the admissible actions: "python" (``['a', 'b']``, the Overcooked
+    #: scripts' ``str(list)``) or "comma" (``a, b``, LLF-Bench's ALFWorld observation).
+    action_list_style: str = "python"
+    #: The env's run settings, above the dataclass defaults and below a YAML file and flags
+    #: (``config.build_config``): top-level run settings, ``agent`` settings and ``per_algo``
+    #: (algo name -> settings for that algo only). For the paper's envs, the paper's values;
+    #: docs/paper-settings.md traces each to the paper's code.
+    preset: dict[str, Any] = {}
 
     def admissible_actions(self) -> list[str]:
         raise NotImplementedError
 
+    @classmethod
+    def prompt(cls, instruction: str, observation: str, actions_text: str,
+               history: Sequence[str] = ()) -> str:
+        """The prior's prompt for one state, with ``actions_text`` where the admissible actions
+        are listed; ``history`` holds ``history_line`` strings, all of which are used (the caller
+        keeps the last few). The paper's Overcooked layout (train_overcooked.py:334-337,
+        397-400; test_overcooked_salad.py:304-305)::
+
+            {instruction}
+            History:
+            Observation: {o}. Action: {a}.      (the history lines; none at first)
+            Current Observation: {observation}
+            {question} Based on your previous observations and actions, please select only one
+            action for the next step from the admissible actions: ['a', 'b']. Action:
+        """
+        return (
+            f"{instruction}\nHistory:\n" + "\n".join(history)
+            + f"\nCurrent Observation: {observation}\n{cls.question} Based on your previous "
+            f"observations and actions, please select only one action for the next step from "
+            f"the admissible actions: {actions_text}. Action:"
+        )
+
     @property
     def feature_task(self) -> str | None:
         """The task the Q-network's input names beside each (state, action), or None for envs
-        with one fixed task (see ``encoders.format_pair``)."""
+        with one fixed task (see ``q_input``)."""
         return None
 
     def q_input(self, state: str, action: str, task: str | None = None) -> str:
-        """The Q-network's input text for one (state, action) candidate, as the paper's
-        ``feat_generate`` writes it (``encoders.format_pair``); ``task``: the Q input's task
-        name (``feature_task``, or CQL's ``q_text_task``)."""
-        from ..encoders import format_pair
-
-        return format_pair(state, action, task)
+        """The Q-network's input text for one (state, action) candidate, byte for byte as the
+        paper's ``feat_generate`` writes it (two spaces before "Action"):
+        value-based/train_overcooked.py:268; with a task (``feature_task``, or CQL's
+        ``q_text_task``), train_alfworld.py:285 and CQL_overcook_salad.py:264."""
+        if task:
+            return f"{task},  Action: {action}, for Observation: {state},"
+        return f"Observation: {state},  Action: {action}."
 
     def episode_options(self, kind: str, index: int, run_seed: int) -> dict | None:
         """The ``reset`` options of an episode: the ``index``-th training episode of the run

@@ -23,7 +23,24 @@ _DIRECTION_PHRASES = ("to your left", "below you", "to your right", "above you")
 
 
 class FrozenLakeText(TextEnv):
-    """Text Frozen Lake. Options: ``map_name`` ("4x4" or "8x8"), ``slippery``, ``horizon``."""
+    """Text Frozen Lake. Options: ``map_name`` ("4x4" or "8x8"), ``slippery``, ``horizon``.
+
+    Frozen Lake is one of the paper's three environments, but its code is not public (the
+    scripts import AIF.env.frozen_lake), so its prompt, question and schedule are ours: the
+    Overcooked prompt layout and value-learning settings, 300 episodes, greedy evaluation,
+    eps-greedy 0.3 for the baseline.
+    """
+
+    question = "To reach the goal without falling into a hole, what action should you take next?"
+    preset = {
+        "episodes": 300,
+        "agent": {"eval_every": 20, "eval_episodes": 10, "eval_policy": "greedy",
+                  "feature_norm": True},
+        "per_algo": {
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
+            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
+        },
+    }
 
     def __init__(self, map_name: str = "4x4", slippery: bool = False, horizon: int = 20) -> None:
         if map_name not in ("4x4", "8x8"):

@@ -164,11 +164,35 @@ class OvercookedText(TextEnv):
         return self._plans.steps_to_success(self._state)
 
 
+def _value_learning() -> dict[str, Any]:
+    """The value-learning settings both Overcooked scripts share (value-based/readme.md:44-46;
+    train_overcooked.py:835-842): batch 64, buffer 4000, soft target tau 0.005, 40 gradient
+    steps every 5 episodes, eval every 20 episodes over 10 episodes, alpha 10 as a multiplier
+    (= 0.1 here). ``feature_norm`` is ours (see DQNConfig.feature_norm)."""
+    return {"batch_size": 64, "buffer_size": 4000, "target_update": "soft", "tau": 0.005,
+            "train_every": 5, "train_iters": 40, "eval_every": 20, "eval_episodes": 10,
+            "alpha": 0.1, "feature_norm": True}
+
+
 class OvercookedTomato(OvercookedText):
     """Tomato salad (TWOSOME Overcooked-LLMA-v4, task 0), cap 31 macro-steps."""
 
     layout = TOMATO_SALAD
     default_horizon = 31
+    # the paper's wording (value-based/train_overcooked.py)
+    question = ("To serve the dish of a bowl containing only chopped tomatoes, what action "
+                "should you take next?")
+    # train_overcooked.py: 3 history lines (hislen, l.29), proposals memoised per prompt
+    # (l.301-316), softmax(10 Q) acting for the prior (l.380-381) and in evaluation for both
+    # algos (evaluate_q, l.575-576), 200 episodes; the DQN command passes --epsilon 0.2 (l.44)
+    preset = {
+        "episodes": 200, "history_length": 3, "prior_draws": "memo",
+        "agent": {**_value_learning(), "eval_policy": "softmax"},
+        "per_algo": {
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
+            "dqn-prior": {"exploration": "softmax"},
+        },
+    }
 
 
 class OvercookedSalad(OvercookedText):
@@ -176,3 +200,21 @@ class OvercookedSalad(OvercookedText):
 
     layout = LETTUCE_TOMATO_SALAD
     default_horizon = 51
+    # the paper's wording (value-based/test_overcooked_salad.py, CQL_overcook_salad.py)
+    question = ("To serve the dish of a bowl only containing chopped tomato and lettuce, what "
+                "action should you take next?")
+    # test_overcooked_salad.py: 5 history lines (l.29), fresh proposals at every visit
+    # (l.304-305), eps 0.2 uniform over the proposals else softmax(10 Q) (l.359-368, readme
+    # l.46), greedy evaluation (l.524), 300 episodes (readme l.46), training from episode 20
+    # (l.767)
+    preset = {
+        "episodes": 300, "history_length": 5, "prior_draws": "fresh",
+        "agent": {**_value_learning(), "eval_policy": "greedy", "train_start": 20},
+        "per_algo": {
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.2},
+            "dqn-prior": {"exploration": "eps-softmax", "epsilon": 0.2},
+            # CQL_overcook_salad.py: one LLM of 20 new tokens for the dataset's proposals and the
+            # evaluations (l.629-636, 769); the Q input names its --task index, 3 (l.264, 584)
+            **{algo: {"max_new_tokens": 20, "q_text_task": "3"} for algo in ("cql", "cql-prior")},
+        },
+    }
