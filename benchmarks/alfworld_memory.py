@@ -67,21 +67,22 @@ class AgedRunner(Runner):
         prior = self.prior
         # a fresh proposal cache: answers cached by earlier runs would spare the model its work
         prior.cache = ProposalCache(Path(cfg.out) / "proposals.sqlite")
-        prior._load()
-        if prior._prefix is not None:
-            config = prior._lm.config
+        engine = prior.engine
+        engine.load()
+        if engine._prefix is not None:
+            config = engine.lm.config
             heads = config.num_key_value_heads
             head_dim = getattr(config, "head_dim", None) or (
                 config.hidden_size // config.num_attention_heads)
             length = 375  # an ALFWorld prompt's tokens
             shape = (config.num_hidden_layers, heads, length, head_dim)
-            prompt_bytes = 2 * torch.empty(shape, dtype=prior._lm.dtype).nbytes
+            prompt_bytes = 2 * torch.empty(shape, dtype=engine.lm.dtype).nbytes
             # one more prompt would evict: the cache is as full as its budget lets it get
-            while prior._prefix.nbytes + prompt_bytes <= prior._prefix.max_bytes:
+            while engine._prefix.nbytes + prompt_bytes <= engine._prefix.max_bytes:
                 ids = [1, 2, 3, *torch.randint(100, 40_000, (length - 3,), generator=gen).tolist()]
-                keys = torch.randn(shape, generator=gen).to(prior._lm.dtype)
-                prior._prefix.insert(ids, keys, torch.randn(shape, generator=gen).to(keys.dtype))
-            self.sizes["prefix_cache_mb"] = prior._prefix.nbytes / 2**20
+                keys = torch.randn(shape, generator=gen).to(engine.lm.dtype)
+                engine._prefix.insert(ids, keys, torch.randn(shape, generator=gen).to(keys.dtype))
+            self.sizes["prefix_cache_mb"] = engine._prefix.nbytes / 2**20
         answers = {f"{i:064x}": [f"go to countertop {i % 9}"] * k
                    for i in range(self.proposal_items)}
         prior.cache._remember(answers)

@@ -83,8 +83,9 @@ class ReferencePrior(LocalLLMPrior):
     def _generate(self, jobs: list[tuple[str, int]], k: int) -> list[list[str]]:
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        self._load()
-        tok, lm = self._tokenizer, self._lm
+        engine = self.engine
+        engine.load()
+        tok, lm = engine.tokenizer, engine.lm
         if self.stop not in REFERENCE_STOPS:
             raise ValueError(f"unknown reference stop {self.stop!r}")
         stops = ("\n",) if self.stop == "newline" else PAPER_STOP_WORDS
@@ -102,10 +103,10 @@ class ReferencePrior(LocalLLMPrior):
 
         out = []
         for prompt, _ in jobs:  # memoised draws: every job is a prompt's first block
-            encoded = tok(self._format(prompt), return_tensors="pt", add_special_tokens=False)
-            ids = encoded.input_ids.to(lm.device)
+            encoded = engine.tokenize([prompt])
+            ids = encoded.input_ids
             result = lm.generate(
-                input_ids=ids, attention_mask=encoded.attention_mask.to(lm.device),
+                input_ids=ids, attention_mask=encoded.attention_mask,
                 num_return_sequences=k, max_new_tokens=self.max_new_tokens,
                 stopping_criteria=StoppingCriteriaList([EveryStringStopped(ids.shape[1])]),
                 pad_token_id=tok.eos_token_id, do_sample=self.temperature > 0,

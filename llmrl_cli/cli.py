@@ -460,7 +460,7 @@ def priors() -> None:
 def prior_export(out: Path = typer.Option(..., help="folder to write the HF model into")) -> None:
     """Write the embedded SmolLM2-135M-Instruct as a normal Hugging Face folder."""
     _quiet_libraries()
-    from .priors.local import embedded_gguf, export_gguf
+    from .engine import embedded_gguf, export_gguf
 
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty; choose an empty or new folder")

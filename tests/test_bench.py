@@ -29,16 +29,16 @@ def test_the_reference_encoder_runs_the_model_on_every_text_every_time():
 
 def test_the_reference_prior_makes_one_generate_call_per_prompt(monkeypatch):
     prior = ReferencePrior(seed=0, cache=None, max_new_tokens=4, stop_on_newline=True)
-    prior._load()
+    prior.engine.load()
     calls = []
-    generate = prior._lm.generate
+    generate = prior.engine._lm.generate
 
     def counting(**kwargs):
         calls.append(kwargs["num_return_sequences"])
         assert kwargs["input_ids"].shape[0] == 1 and kwargs["output_hidden_states"]
         return generate(**kwargs)
 
-    monkeypatch.setattr(prior._lm, "generate", counting)
+    monkeypatch.setattr(prior.engine._lm, "generate", counting)
     states = probe_states("frozenlake", 3, seed=0)
     torch.manual_seed(0)
     out = prior._generate([(q.prompt, 0) for q in states], 5)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrl_cli.priors.cpu_kernels import (
+from llmrl_cli.engine.cpu_kernels import (
     FusedLinears, PackedLinear, SplitLinear, fuse_projections, sdpa_gqa, speed_up_cpu_model)
 
 
@@ -93,8 +93,8 @@ def test_grouped_attention_under_a_mask_matches_repeated_heads(mask_batch):
 def test_ragged_rows_write_their_columns_and_attend_as_the_padded_batch():
     """A flattened forward's rows (``RaggedRows``) land in their prompts' cache rows and
     columns, and their attention equals that of the padded (prompt, query) batch."""
-    from llmrl_cli.priors.cpu_kernels import ragged_attention
-    from llmrl_cli.priors.reserved_cache import RaggedRows, ReservedLayer
+    from llmrl_cli.engine.cpu_kernels import ragged_attention
+    from llmrl_cli.engine.reserved_cache import RaggedRows, ReservedLayer
 
     torch.manual_seed(0)
     layer = ReservedLayer((3, 2, 6, 8), room=4, dtype=torch.float32, device=torch.device("cpu"))
@@ -130,8 +130,8 @@ def test_ragged_rows_write_their_columns_and_attend_as_the_padded_batch():
 def test_prefill_attention_is_causal_on_each_prompts_row():
     """A flattened prefill's new tokens attend to their prompt's cached prefix and to the new
     tokens up to their own, as a causal mask over the prompt would have them."""
-    from llmrl_cli.priors.cpu_kernels import prefill_attention
-    from llmrl_cli.priors.reserved_cache import RaggedRows
+    from llmrl_cli.engine.cpu_kernels import prefill_attention
+    from llmrl_cli.engine.reserved_cache import RaggedRows
 
     torch.manual_seed(0)
     width = 9
@@ -212,18 +212,18 @@ def test_embedded_prior_samples_the_same_texts_with_and_without_the_kernels():
     plain = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, cpu_kernels=False)
     jobs = [(prompt, 0) for prompt in prompts]
     assert fast._generate(jobs, 5) == plain._generate(jobs, 5)
-    assert any(isinstance(m, PackedLinear) for m in fast._lm.modules())
-    assert not any(isinstance(m, PackedLinear) for m in plain._lm.modules())
+    assert any(isinstance(m, PackedLinear) for m in fast.engine._lm.modules())
+    assert not any(isinstance(m, PackedLinear) for m in plain.engine._lm.modules())
     reference = ReferencePrior(seed=0, cache=None)  # the bench's paper-code pattern: plain
-    reference._load()
-    assert not any(isinstance(m, PackedLinear) for m in reference._lm.modules())
-    assert reference._lm.config._attn_implementation == "sdpa"
+    reference.engine.load()
+    assert not any(isinstance(m, PackedLinear) for m in reference.engine._lm.modules())
+    assert reference.engine._lm.config._attn_implementation == "sdpa"
 
 
 def test_packing_the_embedded_model_hands_the_plain_weights_back():
     """The packed copies replace the plain weights (+ one for the tied lm_head, ~113 MB);
     without ``release_freed_memory`` RSS stayed ~500 MB higher."""
-    from llmrl_cli.priors.local import EMBEDDED_MODEL, load_causal_lm
+    from llmrl_cli.engine import EMBEDDED_MODEL, load_causal_lm
 
     _, lm = load_causal_lm(EMBEDDED_MODEL, torch.device("cpu"))
     before = _rss_mb()

@@ -28,8 +28,8 @@ def _prompts():
 @pytest.fixture(scope="module")
 def setup():
     prior = LocalLLMPrior(seed=0, cache=None, dtype="float32", cpu_kernels=False)
-    prior._load()
-    base = prior._score_batch(_prompts(), ACTIONS)  # before any adapter exists
+    prior.engine.load()
+    base = prior.engine._score_batch(_prompts(), ACTIONS)  # before any adapter exists
     agent = GFlanAgent(prior, GFlanConfig())
     torch.manual_seed(0)
     with torch.no_grad():  # LoRA's B starts at zero: make the adapters change the model
@@ -41,7 +41,7 @@ def setup():
 
 def _direct(agent, prompt, action):
     """log p(action | prompt) by one plain forward over prompt + action, no cache."""
-    tok = agent.prior._tokenizer
+    tok = agent.prior.engine._tokenizer
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     ids = agent.prior.candidate_ids(action)
     logits = agent.model(input_ids=torch.tensor([prompt_ids + ids])).logits[0].float()
@@ -55,7 +55,7 @@ def test_action_logprobs_equal_a_direct_forward_per_action(setup):
     prompts = _prompts()
     ids = [[agent.prior.candidate_ids(a) for a in acts] for acts in ACTIONS]
     scores, h = score_actions(agent.model, agent._prefill(prompts), ids,
-                              agent.prior._tokenizer.pad_token_id, hidden=True)
+                              agent.prior.engine._tokenizer.pad_token_id, hidden=True)
     assert h.shape == (2, agent.model.config.hidden_size)
     for i, (prompt, acts) in enumerate(zip(prompts, ACTIONS)):
         direct = torch.tensor([_direct(agent, prompt, a) for a in acts])

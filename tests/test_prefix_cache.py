@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llmrl_cli.priors.local import LocalLLMPrior
-from llmrl_cli.priors.prefix_cache import PrefixKVCache
+from llmrl_cli.engine.prefix_cache import PrefixKVCache
 from llmrl_cli.priors.probe import probe_states
 
 
@@ -48,20 +48,20 @@ def test_the_least_recently_used_leaves_go_first_and_the_budget_holds():
 def priors():
     plain = LocalLLMPrior(seed=0, cache=None, max_new_tokens=4, prefix_cache_mb=0)
     reusing = LocalLLMPrior(seed=0, cache=None, max_new_tokens=4, prefix_cache_mb=64)
-    plain._load()
-    reusing._load()
+    plain.engine.load()
+    reusing.engine.load()
     return plain, reusing
 
 
 def test_reused_prefixes_give_the_logits_and_keys_of_a_full_prefill(priors):
     plain, reusing = priors
-    assert plain._prefix is None and reusing._prefix is not None
+    assert plain.engine._prefix is None and reusing.engine._prefix is not None
     prompts = [q.prompt for q in probe_states("frozenlake", 4, seed=0)]
-    reusing._prefill(prompts[:2])  # warm the cache with two of them
+    reusing.engine._prefill(prompts[:2])  # warm the cache with two of them
     before = reusing.stats.reused_tokens
-    logits, cache, mask, position = reusing._prefill(prompts)
+    logits, cache, mask, position = reusing.engine._prefill(prompts)
     assert reusing.stats.reused_tokens > before  # the other two reuse shared prefixes
-    ref_logits, ref_cache, ref_mask, ref_position = plain._prefill(prompts)
+    ref_logits, ref_cache, ref_mask, ref_position = plain.engine._prefill(prompts)
     assert torch.equal(mask, ref_mask) and torch.equal(position, ref_position)
     assert torch.allclose(logits, ref_logits, atol=1e-3, rtol=1e-4)
     keep = mask.bool()

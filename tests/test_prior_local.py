@@ -49,27 +49,33 @@ def test_prompt_follows_the_paper_layout():
 def smol():
     """The prior with ``stop_on_newline`` (ours): samples stop early, rows leave the batch."""
     prior = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, stop_on_newline=True)
-    prior._load()
+    prior.engine.load()
     return prior
+
+
+def sample(prior, prompts, k, draws=None):
+    """The prior's k completions of each prompt (draw block ``draws[i]``, default 0), cut as
+    the prior cuts them."""
+    return prior._generate(list(zip(prompts, draws or [0] * len(prompts))), k)
 
 
 @pytest.fixture(scope="module")
 def smol_paper(smol):
     """The prior as the paper samples: stops only at end-of-text, cut at <END>/<eos>."""
     prior = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6)
-    prior._load()
+    prior.engine.load()
     return prior
 
 
 def test_the_paper_stop_rule_ends_samples_only_at_end_of_text(smol, smol_paper):
-    eos = smol_paper._tokenizer.eos_token_id
-    assert smol_paper._stop_ids.tolist() == [eos]
-    newline_ids = smol._stop_ids.tolist()
+    eos = smol_paper.engine._tokenizer.eos_token_id
+    assert smol_paper.engine._stop_ids.tolist() == [eos]
+    newline_ids = smol.engine._stop_ids.tolist()
     assert eos in newline_ids and len(newline_ids) > 1
-    assert all("\n" in smol._tokenizer.decode([i]) for i in newline_ids if i != eos)
+    assert all("\n" in smol.engine._tokenizer.decode([i]) for i in newline_ids if i != eos)
     # the paper's sampler draws on past a newline: the same draws, a longer text
     prompts = [q.prompt for q in _queries(2)] + [QUICK_STOP]
-    cut, paper = smol._sample(prompts, 4), smol_paper._sample(prompts, 4)
+    cut, paper = sample(smol, prompts, 4), sample(smol_paper, prompts, 4)
     assert any("\n" in text for row in paper for text in row)
     for row_cut, row_paper in zip(cut, paper):
         for a, b in zip(row_cut, row_paper):
@@ -90,8 +96,8 @@ def test_proposals_are_a_function_of_prompt_and_seed(smol, tmp_path):
     first = smol.completions(queries, 4)
     assert smol.completions(queries, 4) == first
     other_seed = LocalLLMPrior(seed=1, cache=None, max_new_tokens=6, stop_on_newline=True)
-    other_seed._tokenizer, other_seed._lm, other_seed._stop_ids = (
-        smol._tokenizer, smol._lm, smol._stop_ids)
+    other_seed.engine._tokenizer, other_seed.engine._lm, other_seed.engine._stop_ids = (
+        smol.engine._tokenizer, smol.engine._lm, smol.engine._stop_ids)
     assert other_seed.completions(queries, 4) != first
 
 
@@ -106,7 +112,7 @@ def test_cache_answers_repeated_prompts_without_the_model(smol, tmp_path):
     # a new process reading the same file answers from it too
     fresh = LocalLLMPrior(seed=0, cache=ProposalCache(tmp_path / "p.sqlite"), max_new_tokens=6,
                           stop_on_newline=True)
-    assert fresh.propose(queries, 3) == first and fresh._lm is None
+    assert fresh.propose(queries, 3) == first and fresh.engine._lm is None
     smol.cache = None
 
 
@@ -119,10 +125,10 @@ def assert_samples_equal_a_plain_token_by_token_decode(prior, k=4, draws=None):
     prompts = [q.prompt for q in _queries(3)]
     prompts.insert(1, QUICK_STOP)  # its row leaves the batch early; the rows after it move up
     draws = draws or [0] * len(prompts)
-    completions = prior._sample(prompts, k, draws)
-    tok, lm = prior._tokenizer, prior._lm
+    completions = sample(prior, prompts, k, draws)
+    tok, lm = prior.engine._tokenizer, prior.engine._lm
     for prompt, block, row in zip(prompts, draws, completions):
-        prompt_ids = tok(prior._format(prompt), add_special_tokens=False)["input_ids"]
+        prompt_ids = tok(prior.engine._format(prompt), add_special_tokens=False)["input_ids"]
         for j, text in enumerate(row):
             uniforms = torch.rand(prior.max_new_tokens, generator=torch.Generator().manual_seed(
                 stable_seed(prior.seed, prompt, block * k + j)))
@@ -131,8 +137,8 @@ def assert_samples_equal_a_plain_token_by_token_decode(prior, k=4, draws=None):
                 with torch.no_grad():
                     ids = torch.tensor([prompt_ids + drawn], device=lm.device)
                     logits = lm(ids).logits[:, -1].float()
-                drawn.append(int(prior._draw(logits, u[None].to(lm.device))))
-                if drawn[-1] in prior._stop_ids.tolist():
+                drawn.append(int(prior.engine._draw(logits, u[None].to(lm.device))))
+                if drawn[-1] in prior.engine._stop_ids.tolist():
                     break
             expected = cut_completion(tok.decode(drawn, skip_special_tokens=True),
                                       prior.stop_on_newline)
@@ -152,29 +158,29 @@ def test_a_later_draw_block_reads_later_draws_of_the_prompts_sequence(smol_paper
 def test_without_the_prefix_cache_the_padded_prefill_feeds_the_flattened_decode():
     """prefix_cache_mb = 0: the prompts prefill as one padded batch, then decode flattened."""
     prior = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, prefix_cache_mb=0)
-    prior._load()
-    assert prior._prefix is None and prior._ragged
+    prior.engine.load()
+    assert prior.engine._prefix is None and prior.engine._ragged
     assert_samples_equal_a_plain_token_by_token_decode(prior)
 
 
 def test_decode_batches_keep_the_keys_and_values_under_the_budget(smol):
     import math
 
-    assert smol.kv_bytes_per_token() == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers, fp32
+    assert smol.engine.kv_bytes_per_token() == 2 * 30 * 3 * 64 * 4  # SmolLM2-135M: 30 layers, fp32
     prompts = [q.prompt for q in _queries(3)]
     k, saved = 5, smol.max_batch_kv_mb
     # a prompt's keys/values once, then room for its k answers
-    widths = [len(smol._tokenizer(smol._format(p), add_special_tokens=False)["input_ids"])
+    widths = [len(smol.engine._tokenizer(smol.engine._format(p), add_special_tokens=False)["input_ids"])
               + k * (smol.max_new_tokens - 1) for p in prompts]
-    two = 2 * max(widths[:2]) * smol.kv_bytes_per_token()
+    two = 2 * max(widths[:2]) * smol.engine.kv_bytes_per_token()
     try:
         smol.max_batch_kv_mb = math.ceil(two / 2**20)
-        assert 3 * max(widths) * smol.kv_bytes_per_token() > smol.max_batch_kv_mb * 2**20
-        assert smol.decode_batches(prompts, k) == [prompts[:2], prompts[2:]]
+        assert 3 * max(widths) * smol.engine.kv_bytes_per_token() > smol.max_batch_kv_mb * 2**20
+        assert smol.engine.decode_batches(prompts, k) == [prompts[:2], prompts[2:]]
         smol.max_batch_kv_mb = 1  # less than one prompt needs: each goes alone
-        assert smol.decode_batches(prompts, k) == [[p] for p in prompts]
+        assert smol.engine.decode_batches(prompts, k) == [[p] for p in prompts]
         smol.max_batch_kv_mb = 10**6
-        assert smol.decode_batches(prompts, k) == [prompts]
+        assert smol.engine.decode_batches(prompts, k) == [prompts]
     finally:
         smol.max_batch_kv_mb = saved
 
@@ -184,11 +190,11 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
     """The k samples of a prompt are queries on its row, not k copies of its keys/values.
     Flattened (``ragged``, the CPU kernels' path), a step's forward holds the live nodes only;
     padded, each prompt gets the widest prompt's number of queries."""
-    assert smol._ragged  # fp32 on CPU: the kernels are in
-    monkeypatch.setattr(smol, "_ragged", ragged)
+    assert smol.engine._ragged  # fp32 on CPU: the kernels are in
+    monkeypatch.setattr(smol.engine, "_ragged", ragged)
     prompts, k = [QUICK_STOP] + [q.prompt for q in _queries(3)], 5
     steps = []
-    forward, flat_forward = smol._lm.forward, smol._forward_flat
+    forward, flat_forward = smol.engine._lm.forward, smol.engine._forward_flat
 
     def spy(*args, **kwargs):
         if "logits_to_keep" not in kwargs:  # a decode step (prefills keep the last logits)
@@ -201,9 +207,9 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
             steps.append(((1, len(tokens)), mask.shape, cache.layers[0].keys.shape[0], rows))
         return flat_forward(tokens, positions, cache, rows, mask, keep)
 
-    monkeypatch.setattr(smol._lm, "forward", spy)
-    monkeypatch.setattr(smol, "_forward_flat", spy_flat)
-    smol._sample(prompts, k)
+    monkeypatch.setattr(smol.engine._lm, "forward", spy)
+    monkeypatch.setattr(smol.engine, "_forward_flat", spy_flat)
+    sample(smol, prompts, k)
     assert steps
     for ids, (batch, _, queries, _), rows, flat in steps:
         assert rows == batch <= len(prompts) and 1 <= queries <= k
@@ -220,16 +226,16 @@ def test_samples_decode_on_their_prompts_one_row_of_keys_and_values(smol, monkey
 def _flat_and_transformers(prior, prompts, k=5):
     """(prefill logits, samples) with ``cpu_kernels.flat_forward`` and with transformers'
     forward running the flattened rows, each from an empty prefix cache."""
-    from llmrl_cli.priors.prefix_cache import PrefixKVCache
+    from llmrl_cli.engine.prefix_cache import PrefixKVCache
 
     out = {}
     for flat in (True, False):
-        prior._flat = flat
-        prior._prefix = PrefixKVCache(prior.prefix_cache_mb * 2**20)
+        prior.engine._flat = flat
+        prior.engine._prefix = PrefixKVCache(prior.prefix_cache_mb * 2**20)
         with torch.inference_mode():
-            logits = prior._prefill(prompts, room=2)[0]
-        out[flat] = (logits, prior._sample(prompts, k))
-    prior._flat = True
+            logits = prior.engine._prefill(prompts, room=2)[0]
+        out[flat] = (logits, sample(prior, prompts, k))
+    prior.engine._flat = True
     return out[True], out[False]
 
 
@@ -237,7 +243,7 @@ def test_the_flat_forward_computes_what_the_transformers_forward_does(smol):
     """The embedded model's layers, run one by one on its own modules, give transformers'
     numbers (bit for bit on this CPU) and so the same samples, over prefills that reuse cached
     prefixes and decode steps under the tree mask."""
-    assert smol._flat
+    assert smol.engine._flat
     prompts = [QUICK_STOP] + [q.prompt for q in _queries(3)]
     (logits, samples), (logits2, samples2) = _flat_and_transformers(smol, prompts)
     torch.testing.assert_close(logits, logits2, rtol=1e-6, atol=1e-5)
@@ -251,7 +257,7 @@ def test_the_flat_forward_runs_llama_and_qwen2_layouts(tmp_path, model_type):
     activation keeps transformers' forward."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llmrl_cli.priors.local import EMBEDDED_MODEL, load_causal_lm
+    from llmrl_cli.engine import EMBEDDED_MODEL, load_causal_lm
 
     tok, _ = load_causal_lm(EMBEDDED_MODEL, torch.device("cpu"))
     config = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=64,
@@ -262,10 +268,10 @@ def test_the_flat_forward_runs_llama_and_qwen2_layouts(tmp_path, model_type):
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     prior = LocalLLMPrior(model=str(tmp_path / "lm"), seed=0, cache=None, max_new_tokens=6)
-    prior._load()
-    assert prior._flat
+    prior.engine.load()
+    assert prior.engine._flat
     if model_type == "qwen2":
-        assert prior._lm.model.layers[0].self_attn.qkv_proj.bias is not None  # q/k/v biases
+        assert prior.engine._lm.model.layers[0].self_attn.qkv_proj.bias is not None  # q/k/v biases
     prompts = [QUICK_STOP] + [q.prompt for q in _queries(2)]
     (logits, samples), (logits2, samples2) = _flat_and_transformers(prior, prompts)
     torch.testing.assert_close(logits, logits2, rtol=1e-5, atol=1e-5)
@@ -274,9 +280,9 @@ def test_the_flat_forward_runs_llama_and_qwen2_layouts(tmp_path, model_type):
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "gelu")
     tok.save_pretrained(tmp_path / "gelu")
     other = LocalLLMPrior(model=str(tmp_path / "gelu"), seed=0, cache=None, max_new_tokens=6)
-    other._load()
-    assert other._ragged and not other._flat
-    assert len(other._sample(prompts, 2)) == 3
+    other.engine.load()
+    assert other.engine._ragged and not other.engine._flat
+    assert len(sample(other, prompts, 2)) == 3
 
 
 def test_a_transformers_that_drops_the_flattened_rows_falls_back_with_a_notice(
@@ -287,8 +293,8 @@ def test_a_transformers_that_drops_the_flattened_rows_falls_back_with_a_notice(
     forwards sample."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llmrl_cli.priors.local import EMBEDDED_MODEL, load_causal_lm
-    from llmrl_cli.priors.reserved_cache import ReservedLayer
+    from llmrl_cli.engine import EMBEDDED_MODEL, load_causal_lm
+    from llmrl_cli.engine.reserved_cache import ReservedLayer
 
     tok, _ = load_causal_lm(EMBEDDED_MODEL, torch.device("cpu"))
     config = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64,
@@ -300,39 +306,39 @@ def test_a_transformers_that_drops_the_flattened_rows_falls_back_with_a_notice(
     tok.save_pretrained(tmp_path / "lm")
     prompts = [QUICK_STOP] + [q.prompt for q in _queries(2)]
     flattened = LocalLLMPrior(model=str(tmp_path / "lm"), seed=0, cache=None, max_new_tokens=6)
-    flattened._load()
-    assert flattened._ragged and not flattened._flat
+    flattened.engine.load()
+    assert flattened.engine._ragged and not flattened.engine._flat
     assert "llmrl:" not in capsys.readouterr().err
-    expected = flattened._sample(prompts, 3)
+    expected = sample(flattened, prompts, 3)
 
     update = ReservedLayer.update
     monkeypatch.setattr(ReservedLayer, "update",
                         lambda self, key, value, *args, **kwargs: update(self, key, value, *args))
     prior = LocalLLMPrior(model=str(tmp_path / "lm"), seed=0, cache=None, max_new_tokens=6)
-    prior._load()
-    assert not prior._ragged
+    prior.engine.load()
+    assert not prior.engine._ragged
     notice = [line for line in capsys.readouterr().err.splitlines() if "llmrl:" in line]
     assert len(notice) == 1 and "runs its forwards unflattened" in notice[0]
-    assert prior._sample(prompts, 3) == expected
+    assert sample(prior, prompts, 3) == expected
 
 
 def test_flattened_prefill_equals_one_prompt_at_a_time(smol):
     """The prompts' uncached tokens in one forward give the logits and keys/values that one
     forward per prompt gives, reusing the same cached prefixes."""
-    from llmrl_cli.priors.prefix_cache import PrefixKVCache
+    from llmrl_cli.engine.prefix_cache import PrefixKVCache
 
     queries = _queries(3)
     prompts = [queries[2].prompt, QUICK_STOP, queries[1].prompt]
     results = []
     for ragged in (False, True):
-        smol._ragged = ragged
-        smol._prefix = PrefixKVCache(smol.prefix_cache_mb * 2**20)
-        smol._prefill([queries[0].prompt], room=2)  # a prefix the others partly share
+        smol.engine._ragged = ragged
+        smol.engine._prefix = PrefixKVCache(smol.prefix_cache_mb * 2**20)
+        smol.engine._prefill([queries[0].prompt], room=2)  # a prefix the others partly share
         before = smol.stats.reused_tokens
         with torch.inference_mode():
-            logits, cache, mask, position = smol._prefill(prompts, room=2)
+            logits, cache, mask, position = smol.engine._prefill(prompts, room=2)
         results.append((logits, cache, mask, position, smol.stats.reused_tokens - before))
-    smol._ragged = True
+    smol.engine._ragged = True
     (logits, cache, mask, position, reused), (logits2, cache2, mask2, position2, reused2) = results
     assert reused == reused2 > 0
     assert torch.equal(mask, mask2) and torch.equal(position, position2)
@@ -348,7 +354,7 @@ def assert_scores_equal_a_plain_forward_of_prompt_and_action(prior):
     queries = _queries(2)
     odd = ["left", "go north now"]  # a multi-token candidate exercises the cached positions
     scores = prior._score([q.prompt for q in queries], [list(queries[0].actions), odd])
-    tok, lm = prior._tokenizer, prior._lm
+    tok, lm = prior.engine._tokenizer, prior.engine._lm
     for q, cands, row in zip(queries, [queries[0].actions, odd], scores):
         prompt_ids = tok(q.prompt, add_special_tokens=False)["input_ids"]
         for cand, value in zip(cands, row):
@@ -366,7 +372,7 @@ def test_score_mode_equals_a_plain_forward_of_prompt_and_action(smol):
 
 def test_score_mode_distribution_proposals_and_cache(smol, tmp_path):
     scorer = LocalLLMPrior(seed=0, mode="score", cache=ProposalCache(tmp_path / "s.sqlite"))
-    scorer._tokenizer, scorer._lm = smol._tokenizer, smol._lm
+    scorer.engine._tokenizer, scorer.engine._lm = smol.engine._tokenizer, smol.engine._lm
     queries = _queries(2)
     probs = scorer.distribution(queries, 5)
     assert all(len(p) == 4 and sum(p) == pytest.approx(1.0) for p in probs)
@@ -376,10 +382,10 @@ def test_score_mode_distribution_proposals_and_cache(smol, tmp_path):
     assert scorer.stats.model_queries == 2 and scorer.stats.tokens > 0
     # scores do not depend on the seed: another seed reads them from the shared cache
     other = LocalLLMPrior(seed=7, mode="score", cache=ProposalCache(tmp_path / "s.sqlite"))
-    assert other.distribution(queries, 5) == probs and other._lm is None
+    assert other.distribution(queries, 5) == probs and other.engine._lm is None
     # debiased: the mean of the distributions under the 4 rotations of the action list
     debiased = LocalLLMPrior(seed=0, mode="score", permutations=4, cache=scorer.cache)
-    debiased._tokenizer, debiased._lm = smol._tokenizer, smol._lm
+    debiased.engine._tokenizer, debiased.engine._lm = smol.engine._tokenizer, smol.engine._lm
     mean = debiased.distribution(queries[:1], 5)[0]
     q = queries[0]
     per_order = []
@@ -418,7 +424,7 @@ def test_uniform_prior_and_uniform_mix():
 def test_reserved_cache_copies_the_chosen_rows_and_lets_go_of_the_source():
     from transformers import DynamicCache
 
-    from llmrl_cli.priors.reserved_cache import first_moved, reserved_cache
+    from llmrl_cli.engine.reserved_cache import first_moved, reserved_cache
 
     source = DynamicCache()
     keys = [torch.arange(3 * 2 * 4 * 5, dtype=torch.float32).view(3, 2, 4, 5) + 1000 * i
@@ -485,7 +491,7 @@ def need_cuda():
 def smol_fp32():
     need_cuda()
     prior = LocalLLMPrior(seed=0, cache=None, max_new_tokens=6, device="cuda", dtype="float32")
-    prior._load()
+    prior.engine.load()
     return prior
 
 
@@ -493,7 +499,7 @@ def smol_fp32():
 def test_cuda_samples_equal_a_plain_token_by_token_decode(smol_fp32):
     """On CUDA the prompts prefill as one padded batch (no prefix cache); the tree decode
     on top must still draw what a plain decode draws (fp32, so the draws are comparable)."""
-    assert smol_fp32._prefix is None
+    assert smol_fp32.engine._prefix is None
     assert_samples_equal_a_plain_token_by_token_decode(smol_fp32)
 
 
@@ -506,8 +512,8 @@ def test_cuda_scores_equal_a_plain_forward(smol_fp32):
 def test_cuda_prior_runs_bf16_by_default_and_proposes_admissible_actions():
     need_cuda()
     prior = LocalLLMPrior(seed=0, cache=None, device="cuda")
-    prior._load()
-    assert prior._lm.dtype == torch.bfloat16 and prior._lm.device.type == "cuda"
+    prior.engine.load()
+    assert prior.engine._lm.dtype == torch.bfloat16 and prior.engine._lm.device.type == "cuda"
     queries = _queries(3)
     proposals = prior.propose(queries, 5)
     assert all(len(p) == 5 and all(a in q.actions for a in p)
@@ -529,7 +535,7 @@ def test_a_dqn_prior_run_trains_on_the_gpu(tmp_path):
     assert runner.agent.grad_steps > 0
     assert next(runner.agent.q.parameters()).device.type == "cuda"
     assert runner.encoder.device.type == "cuda"
-    assert runner.prior._lm.device.type == "cuda" and runner.prior._lm.dtype == torch.bfloat16
+    assert runner.prior.engine._lm.device.type == "cuda" and runner.prior.engine._lm.dtype == torch.bfloat16
     rows = runner.csv_path.read_text().splitlines()
     assert len(rows) >= 3  # header, evaluations at 0 and 4
 
@@ -561,15 +567,14 @@ def test_a_user_gguf_is_converted_once_and_loads_with_its_own_numbers(tmp_path, 
 
     from transformers import AutoModelForCausalLM
 
-    from llmrl_cli.priors import local
-    from llmrl_cli.priors.local import embedded_gguf, load_causal_lm, resolve_model_path
+    from llmrl_cli.engine import embedded_gguf, load_causal_lm, models, resolve_model_path
 
     monkeypatch.setenv("LLMRL_MODEL_DIR", str(tmp_path / "models"))
     gguf = tmp_path / "mine.gguf"
     shutil.copyfile(embedded_gguf(), gguf)
     folder = resolve_model_path(str(gguf))
     assert folder.parent == tmp_path / "models" and folder.name.startswith("mine-")
-    monkeypatch.setattr(local, "export_gguf", lambda *a: pytest.fail("converted again"))
+    monkeypatch.setattr(models, "export_gguf", lambda *a: pytest.fail("converted again"))
     assert resolve_model_path(str(gguf)) == folder
     tok, lm = load_causal_lm(str(gguf), torch.device("cpu"))
     direct = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=gguf.name,
@@ -578,4 +583,4 @@ def test_a_user_gguf_is_converted_once_and_loads_with_its_own_numbers(tmp_path, 
     with torch.inference_mode():
         assert torch.equal(lm(ids).logits, direct(ids).logits)
     os.utime(gguf, ns=(0, 0))
-    assert local.converted_gguf_dir(gguf) != folder
+    assert models.converted_gguf_dir(gguf) != folder

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..engine import select_cache
+
 EVAL_POLICIES = ("greedy", "softmax")
 
 
@@ -86,13 +88,11 @@ def score_actions(lm, prefill, candidate_ids: list[list[list[int]]], pad_id: int
                   hidden: bool = False):
     """Summed log-probs of each candidate's tokens after its prompt.
 
-    ``prefill(hidden)`` runs the prompts (``LocalLLMPrior``'s layout: left padding, positions
+    ``prefill(hidden)`` runs the prompts (``LocalEngine.tokenize``'s layout: left padding, positions
     from the mask) and returns (last logits, KV cache, mask, last position, last hidden state or
     None). Returns ``[B, A]`` scores (-inf where a state has fewer actions) and the ``[B, d]``
     hidden states (or None). Differentiable; wrap in ``torch.no_grad`` to act.
     """
-    from ..priors.local import _select_cache
-
     first_logits, cache, mask, position, h = prefill(hidden)
     device = first_logits.device
     owner = [i for i, cands in enumerate(candidate_ids) for _ in cands]
@@ -108,7 +108,7 @@ def score_actions(lm, prefill, candidate_ids: list[list[list[int]]], pad_id: int
     if length > 1:
         out = lm(input_ids=tokens[:, :-1], attention_mask=torch.cat([mask[index], valid[:, :-1]], 1),
                  position_ids=position[index] + 1 + torch.arange(length - 1, device=device),
-                 past_key_values=_select_cache(cache, index), use_cache=True)
+                 past_key_values=select_cache(cache, index), use_cache=True)
         logp = torch.log_softmax(out.logits.float(), -1)
         picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
         total = total + (picked * valid[:, 1:]).sum(-1)
@@ -156,24 +156,21 @@ class ValueHead(nn.Module):
 
 
 class GFlanAgent:
-    """The LoRA-wrapped LM of a ``LocalLLMPrior`` as policy, a value head, Adam, PPO."""
+    """The LoRA-wrapped LM of a ``LocalLLMPrior``'s engine as policy, a value head, Adam, PPO."""
 
     def __init__(self, prior, cfg: GFlanConfig) -> None:
         from peft import LoraConfig, get_peft_model
 
-        if prior._lm is not None and prior.cpu_kernels:
-            raise ValueError("the prior's model was loaded with inference-only CPU kernels")
-        prior.cpu_kernels = False  # the model trains: plain linear layers for LoRA and autograd
-        prior._load()
-        self.cfg, self.prior = cfg, prior
-        base = prior._lm
+        self.cfg, self.prior, self.engine = cfg, prior, prior.engine
+        # the model trains: plain linear layers for LoRA and autograd
+        base = self.engine.load_trainable()
         for p in base.parameters():
             p.requires_grad_(False)
         targets = (cfg.lora_targets if cfg.lora_targets == "all-linear"
                    else [t.strip() for t in cfg.lora_targets.split(",")])
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, bias="none", task_type="CAUSAL_LM")
-        self.model = get_peft_model(base, lora)  # injects the adapters into prior._lm in place
+        self.model = get_peft_model(base, lora)  # injects the adapters into the engine's model
         self.model.eval()  # no dropout anywhere: the policy is a deterministic function
         self.device = base.device
         self.value = ValueHead(base.config.hidden_size, cfg.value_hidden).to(self.device)
@@ -186,9 +183,7 @@ class GFlanAgent:
     # -- forward passes ---------------------------------------------------------------------
     def _prefill(self, prompts: list[str]):
         def run(hidden: bool):
-            tok = self.prior._tokenizer
-            batch = tok([self.prior._format(p) for p in prompts], return_tensors="pt",
-                        padding=True, add_special_tokens=False).to(self.device)
+            batch = self.engine.tokenize(prompts)
             mask = batch["attention_mask"]
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = self.model(input_ids=batch["input_ids"], attention_mask=mask,
@@ -200,18 +195,18 @@ class GFlanAgent:
 
     def evaluate_actions(self, prompts: list[str], actions: list[list[str]], value: bool = True):
         """(log pi [B, A] over each state's actions, V [B] or None), with the adapters on."""
-        ids = [[self.prior.candidate_ids(a) for a in acts] for acts in actions]
+        ids = [[self.engine.candidate_ids(a) for a in acts] for acts in actions]
         scores, h = score_actions(self.model, self._prefill(prompts), ids,
-                                  self.prior._tokenizer.pad_token_id, hidden=value)
+                                  self.engine.pad_token_id, hidden=value)
         return torch.log_softmax(scores, 1), (self.value(h) if value else None)
 
     @torch.no_grad()
     def prior_scores(self, prompts: list[str], actions: list[list[str]]) -> torch.Tensor:
         """Summed log-probs with the adapters off: the frozen prior's scores ``[B, A]``."""
-        ids = [[self.prior.candidate_ids(a) for a in acts] for acts in actions]
+        ids = [[self.engine.candidate_ids(a) for a in acts] for acts in actions]
         with self.model.disable_adapter():
             scores, _ = score_actions(self.model, self._prefill(prompts), ids,
-                                      self.prior._tokenizer.pad_token_id)
+                                      self.engine.pad_token_id)
         return scores
 
     # -- PPO --------------------------------------------------------------------------------
