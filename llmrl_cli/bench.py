@@ -12,7 +12,7 @@ in how the pieces are driven:
   token (its ``EndOfFunctionCriteria``). ``reference_stop`` says when it stops:
 
   - ``newline`` (default): once every sample holds a newline or the end-of-text token -- kinder
-    to the reference than the paper's code, and the number the README's table quotes;
+    to the reference than the paper's code, and the number benchmarks/README.md quotes;
   - ``paper``: once every sample holds one of the paper's stop words (``<END>``, ``<eos>``, the
     tokenizer's end-of-text; ``value-based/train_overcooked.py``), which rarely fire before
     ``max_new_tokens`` (10), so most calls decode all 10 tokens as the paper's did.

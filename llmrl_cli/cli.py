@@ -456,6 +456,35 @@ def priors() -> None:
         typer.echo(f"{name:15s} {text}")
 
 
+config_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                         help="Resolved run settings.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    env: str = typer.Option("frozenlake", help="environment (see `llmrl envs`)"),
+    algo: str = typer.Option("dqn-prior", help="algorithm"),
+    prior: Optional[str] = typer.Option(None, help="prior (see `llmrl priors`)"),
+    config: Optional[Path] = typer.Option(None, help="a YAML of settings, as `llmrl run --config`"),
+) -> None:
+    """Print the settings a run of ENV x ALGO would use, each with where it comes from: its
+    default, the env's preset, the YAML file or a flag."""
+    import dataclasses
+
+    from .config import build_config, load_yaml
+
+    sources: dict[str, str] = {}
+    cfg = build_config(load_yaml(config) if config else None, sources=sources, env=env,
+                       algo=algo, prior=prior)
+    rows = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name != "agent"]
+    rows += [(f"agent.{f.name}", getattr(cfg.agent, f.name))
+             for f in dataclasses.fields(cfg.agent)]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        typer.echo(f"{name:<{width}}  {value!r:<24}  {sources.get(name, 'default')}")
+
+
 @prior_app.command("export")
 def prior_export(out: Path = typer.Option(..., help="folder to write the HF model into")) -> None:
     """Write the embedded SmolLM2-135M-Instruct as a normal Hugging Face folder."""

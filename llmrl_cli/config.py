@@ -110,7 +110,7 @@ class RunConfig:
     # online DQN runs with an LLM prior and num_envs > 1: an env whose prompt this run has not
     # asked about yet waits, at most this many batch steps, while the envs whose prompts were
     # asked before step on, so that model calls gather more prompts; 0 = all envs in lockstep
-    # (the default: over 150 Frozen Lake episodes, 4 saved little and may bias learning; README)
+    # (the default: over 150 Frozen Lake episodes, 4 saved little and may bias learning; docs/differences.md)
     run_ahead: int = 0
     dataset: str | None = None  # offline algos: a dataset file (default: collected once)
     max_transitions: int | None = None  # offline algos: use this many transitions of it
@@ -233,8 +233,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunConfig:
-    """Resolve a RunConfig from preset, YAML and flags (flags that are None are unset)."""
+def build_config(yaml_data: dict[str, Any] | None = None, sources: dict[str, str] | None = None,
+                 **flags: Any) -> RunConfig:
+    """Resolve a RunConfig from preset, YAML and flags (flags that are None are unset).
+    ``sources``, if given, is filled with where each setting set by a layer came from
+    ("preset", "preset per_algo", "yaml", "yaml per_algo", "flag"; agent settings as
+    ``agent.<name>``); a setting it does not name is its dataclass default."""
+    sources = {} if sources is None else sources
     yaml_data = dict(yaml_data or {})
     flags = {k: v for k, v in flags.items() if v is not None}
     env = flags.get("env", yaml_data.get("env", RunConfig.env))
@@ -252,17 +257,24 @@ def build_config(yaml_data: dict[str, Any] | None = None, **flags: Any) -> RunCo
                   "agent": {k: v for k, v in preset.get("agent", {}).items()
                             if k in OFFLINE_PRESET_AGENT_KEYS}}
     run_keys = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}
-    for layer in (preset, yaml_data):
+    for name, layer in (("preset", preset), ("yaml", yaml_data)):
         layer = dict(layer)
         per_algo = layer.pop("per_algo", {}) or {}
-        agent_data = _merge(agent_data, layer.pop("agent", {}) or {})
+        layer_agent = layer.pop("agent", {}) or {}
+        agent_data = _merge(agent_data, layer_agent)
         merged = _merge(merged, layer)
         # an algo's own settings: run settings (history_length, ...) or agent ones (epsilon, ...)
         own = per_algo.get(algo, {}) or {}
         merged = _merge(merged, {k: v for k, v in own.items() if k in run_keys})
         agent_data = _merge(agent_data, {k: v for k, v in own.items() if k not in run_keys})
-    agent_data = _merge(agent_data, flags.pop("agent", {}) or {})
+        sources.update({k: name for k in layer})
+        sources.update({f"agent.{k}": name for k in layer_agent})
+        sources.update({(k if k in run_keys else f"agent.{k}"): f"{name} per_algo" for k in own})
+    flag_agent = flags.pop("agent", {}) or {}
+    agent_data = _merge(agent_data, flag_agent)
     merged = _merge(merged, flags)
+    sources.update({k: "flag" for k in flags})
+    sources.update({f"agent.{k}": "flag" for k in flag_agent})
     run_fields = {f.name for f in dataclasses.fields(RunConfig)} - {"agent"}
     unknown = set(merged) - run_fields
     if unknown:

@@ -26,11 +26,10 @@ DTYPE_CHOICES = ("auto", "bfloat16", "float32")
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto``: bf16 on CUDA, float32 on CPU.
 
-    bf16 on a CPU is opt-in (``prior_dtype: bfloat16``). With native bf16 (AMX) the embedded
-    prior ran 2.2x faster than fp32, but oneDNN's bf16 kernels keep memory for every matrix
-    shape they meet: one 576x1536 linear layer gained 1.1 GB over 800 row counts, where fp32
-    stayed flat, and ALFWorld workers passed 4 GB within 30 minutes. Its numbers also differ
-    from fp32's by bf16 rounding, so a CPU's results would depend on its instruction set."""
+    bf16 on a CPU is opt-in (``prior_dtype: bfloat16``). It is faster on CPUs with native bf16
+    (AMX), but oneDNN's bf16 kernels keep memory for every matrix shape they meet, so a long
+    run's memory grows without bound (docs/differences.md), and its numbers differ from fp32's
+    by bf16 rounding, so a CPU's results would depend on its instruction set."""
     if name not in DTYPE_CHOICES:
         raise UserError(f"unknown dtype {name!r}; choose one of: {', '.join(DTYPE_CHOICES)}")
     if name == "auto":

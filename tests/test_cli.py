@@ -166,3 +166,16 @@ def test_prompt_prints_the_priors_prompts_and_a_q_input(capsys):
     assert f"Action: {steps[0].action}." in steps[1].prompt
     observation = steps[0].prompt.split("Current Observation: ")[1].split("\n")[0]
     assert steps[0].q_input == f"Observation: {observation},  Action: {steps[0].action}."
+
+
+def test_config_show_prints_each_setting_with_its_source(capsys, tmp_path):
+    config = tmp_path / "mine.yaml"
+    config.write_text("k: 3\nagent: {lr: 0.001}\n")
+    main(["config", "show", "--env", "overcooked-salad", "--algo", "dqn-prior", "--config",
+          str(config)])
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert rows["env"] == ["'overcooked-salad'", "flag"]
+    assert rows["history_length"] == ["5", "preset"]  # the paper's Salad script
+    assert rows["agent.epsilon"] == ["0.2", "preset", "per_algo"]
+    assert rows["k"] == ["3", "yaml"] and rows["agent.lr"] == ["0.001", "yaml"]
+    assert rows["temperature"] == ["1.0", "default"]

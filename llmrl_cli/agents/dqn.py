@@ -60,7 +60,7 @@ class DQNConfig:
     # Standardise encoder features per dimension with the replay buffer's mean/std (refit at
     # each training phase). Not in the paper (off there): sentence-encoder vectors of
     # "Observation: ..., Action: ..." differ by ~1e-3 in cosine between actions, which the
-    # MLP barely separates; standardising makes them distinct (README, "Where we differ").
+    # MLP barely separates; standardising makes them distinct (docs/differences.md).
     feature_norm: bool = False
     # "paper": the paper's ALFWorld admission rule (BufferBalance); "off": every episode once
     buffer_balance: str = "off"
@@ -86,9 +86,9 @@ class DQNConfig:
 def update_threads() -> Iterator[None]:
     """Run Q-head updates on one CPU thread.
 
-    The MLP is far too small to gain from intra-op parallelism. With 2 threads and the other
-    core busy (a prior server, another run), OpenMP's barriers made a CQL step 35x slower here
-    (214 vs 6.4 ms).
+    The MLP is far too small to gain from intra-op parallelism, and with a second thread
+    OpenMP's barriers wait on any other busy core (a prior server, another run): many times
+    slower (benchmarks/README.md, "Measurements behind code choices").
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)

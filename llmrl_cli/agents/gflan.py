@@ -1,8 +1,8 @@
 """GFlan and GFlan-Prior (online, policy): the LLM itself is the policy (GLAM, Carta et al. 2023;
 Yan et al., ICLR 2025, Sec. 4.3), trained with PPO through LoRA adapters.
 
-Policy. For a state s with admissible actions A(s) and its prompt x (per-env template,
-``priors/prompts.py``)::
+Policy. For a state s with admissible actions A(s) and its prompt x (the env's template,
+``TextEnv.prompt``)::
 
     score(a) = sum_t log softmax(LM(x, a_<t))[a_t]      (log-softmax over the vocabulary first)
     pi(a|s)  = softmax_{a in A(s)} score(a)

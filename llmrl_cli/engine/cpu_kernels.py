@@ -1,22 +1,21 @@
-"""Faster CPU kernels for a frozen fp32 prior model (``LocalLLMPrior.cpu_kernels``).
+"""Faster CPU kernels for a frozen fp32 prior model (``LocalEngine.cpu_kernels``).
 
 Three changes; the model computes the same numbers up to float rounding:
 
 - **Packed linear layers.** Each ``nn.Linear`` runs as oneDNN's linear on a weight reordered once
   into its blocked layout (``torch.ops.mkldnn._reorder_linear_weight``), instead of MKL's sgemm
-  on the plain weight. On a 2-core AVX2 CPU this is 1.3-2x faster at decode shapes (1-40 rows)
-  and 10-20% at prefill shapes; outputs agree with ``F.linear`` to ~1e-6 relative. Inference
-  only: the packed op has no autograd. The tied lm_head gets a packed copy of its own (+113 MB
-  for the embedded model); the plain weights of the other layers are freed. Linear layers that
+  on the plain weight: faster, most at decode shapes (a few rows); outputs agree with
+  ``F.linear`` up to float rounding. Inference only: the packed op has no autograd. The tied
+  lm_head gets a packed copy of its own; the plain weights of the other layers are freed. Linear layers that
   read the same input -- q/k/v, and the MLP's gate/up -- are packed as one (``FusedLinears``):
   one call with the weights stacked, split by columns (the modules transformers calls become
   ``SplitLinear`` parts of it), so there is no second copy of their weights.
 - **Grouped-query attention under a mask.** transformers' ``sdpa`` path copies each layer's
   key/value heads up to the query heads (``repeat_kv``) whenever an attention mask is given on
   CPU -- and our decode always gives one (the sample tree's 4-D mask). ``sdpa_gqa`` folds the
-  query heads that share a key/value head into one block of query rows instead. At decode
-  sizes on a 2-core CPU, the kernel's own ``enable_gqa`` path was ~2x faster than the copy, and
-  the fold ~2x faster again; equal up to rounding (~1e-7).
+  query heads that share a key/value head into one block of query rows instead, which is
+  faster than both the copy and the kernel's own ``enable_gqa`` path at decode sizes; equal up
+  to rounding.
 - **Flattened forwards.** The prior passes the rows of all its prompts as one unpadded
   sequence (``reserved_cache.RaggedRows``), so the linear layers compute no padding rows; the
   attention here puts each row back with its prompt. In a decode step (``ragged_attention``)
@@ -39,8 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTION = "llmrl_sdpa_gqa"
-#: the row count oneDNN's weight layout is chosen for (measured best of 16, 32, 64, 128 over
-#: prefill and decode shapes together)
+#: the row count oneDNN's weight layout is chosen for (the best of 16, 32, 64, 128 over
+#: prefill and decode shapes together; benchmarks/README.md)
 PACK_ROWS_HINT = 128
 
 
@@ -88,9 +87,9 @@ def prefill_attention(query, key, value, ragged, scaling=None):
     call per prompt, on the prompt's cached prefix and new tokens together, with the query heads
     that share a key/value head folded into one block of rows (``fold_query_heads``) under the
     causal mask of the new tokens (``causal_mask``). The masked-out products are computed, but
-    the folded call ran 1.1-1.6x faster on Tomato- and ALFWorld-sized prompts than the flash
-    kernel's own causal path on unfolded heads (keys/values copied to each query head) plus a
-    second call on the prefix."""
+    the folded call is faster on Overcooked- and ALFWorld-sized prompts than the flash kernel's
+    own causal path on unfolded heads (keys/values copied to each query head) plus a second
+    call on the prefix."""
     width = ragged.length
     out = torch.empty_like(query)
     for row, start, new, length in ragged.spans:
@@ -113,8 +112,8 @@ def fold_query_heads(query, key, value, mask, dropout=0.0, scaling=None):
     """Attention of ``query`` (batch, heads, q, d) on ``key``/``value`` (batch, kv_heads, k, d)
     under a head-shared ``mask`` (batch, 1, q, k), run as (batch, kv_heads, groups * q) query
     rows: each key/value head's group of query heads is one longer query block, which the CPU
-    flash kernel runs 1.5-2x faster at decode sizes than its own grouped-query path. The same
-    attention; rounding may differ (~1e-7)."""
+    flash kernel runs faster at decode sizes than its own grouped-query path. The same
+    attention; rounding may differ."""
     batch, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
@@ -257,7 +256,7 @@ def speed_up_cpu_model(lm: nn.Module) -> bool:
 
 def release_freed_memory() -> None:
     """Hand the plain weights' freed memory back to the OS. glibc keeps it in its heap
-    otherwise: the embedded model's RSS stayed ~400 MB higher after packing without this."""
+    otherwise, and the process would keep both the plain and the packed weights' memory."""
     import ctypes
     import ctypes.util
     import gc
@@ -297,10 +296,9 @@ def flat_forward(lm: nn.Module, tokens: torch.Tensor, positions: torch.Tensor, c
     transformers' forward. The same computation in the same order (the RMSNorms as torch's
     fused op, which gave the same numbers here) without transformers' per-layer plumbing
     (keyword passing, mask handling, output records), and with a decode step's mask folded and
-    made additive once, not per layer: about 7 ms less of a ~100 ms decode step of the
-    embedded prior. The fused q/k/v and gate/up projections, one rotary op over the query and
-    key heads and the residual adds as post-ops took another ~3.5% off a Frozen Lake call
-    (~7% of its decode) on a 2-core AVX2 CPU, with the same sampled texts.
+    made additive once, not per layer; with the fused q/k/v and gate/up projections, one rotary
+    op over the query and key heads, and the residual adds as post-ops. The same sampled
+    texts (tests/test_cpu_kernels.py).
     ``mask``: a decode step's (batch, 1, queries, length) tree mask; ``keep``: the rows whose
     logits to return (all when None)."""
     model, n = lm.model, len(tokens)

@@ -22,8 +22,8 @@ in one padded batch.
   a per-(prompt, draw index) random stream, so a state's proposals are a pure function of the
   cache key and do not depend on batch order.
 - ``score``: the prompt's KV cache is expanded to its candidate actions, and only the candidate
-  tokens run through the model (models.md: a naive forward of prompt+candidate for every
-  candidate is ~150x slower and needs GBs).
+  tokens run through the model (a forward of prompt + candidate for every candidate would
+  repeat each prompt's work once per candidate).
 
 Weights run in bf16 on CUDA and fp32 on CPU (``dtype``; see ``devices.resolve_dtype`` for why
 bf16 is opt-in on CPUs). In fp32 on CPU the linear layers run on oneDNN-packed weights and

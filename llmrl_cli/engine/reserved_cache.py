@@ -122,8 +122,7 @@ def reserved_cache(cache, index: torch.Tensor, room: int):
     """A new cache of ``cache``'s rows ``index``, each layer with ``room`` free positions.
 
     Consumes ``cache``: each of its layers is dropped as soon as its copy is made, so at most
-    one layer is held twice. (Building the whole copy first held the cache twice at once: on
-    ALFWorld prompts that was 0.9 GB of keys/values more at the peak of a 10-prompt call.)
+    one layer is held twice (building the whole copy first would hold the cache twice at once).
     """
     copy = DynamicCache()
     copy.layers = []
