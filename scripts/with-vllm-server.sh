@@ -17,7 +17,7 @@ mkdir -p "$state"
 log=$state/server.log
 
 model=$("$VENV/bin/python" -c "
-from llmrl_cli.priors.local import resolve_model_path, EMBEDDED_MODEL
+from llmrl_cli.engine.models import resolve_model_path, EMBEDDED_MODEL
 print(resolve_model_path(EMBEDDED_MODEL))")
 
 # 2 cores here: vLLM must not reserve one for itself, and binds its threads to both.
