@@ -52,7 +52,7 @@ class Algorithm:
         return self.proposes or self.family == "policy"
 
     def loop(self) -> type:
-        """The training loop's class (``Runner`` or a subclass)."""
+        """The training loop's class (a ``training.loop.Loop``)."""
         module, name = LOOPS[self.family].split(":")
         return getattr(importlib.import_module(f"llmrl_cli.{module}"), name)
 

@@ -54,7 +54,7 @@ from .errors import UserError
 from .priors.cache import ProposalCache
 from .priors.llm import PAPER_STOP_WORDS, cut_completion
 from .priors.local import LocalLLMPrior
-from .runner import Runner, Slot
+from .runner import Runner
 
 MODES = ("reference", "ours")
 #: when the reference's generate stops (see the module docstring)

@@ -297,11 +297,16 @@ def report(
                                     "threshold, speed-up, prior-quality curve)"),
     final_evals: int = typer.Option(1, help="offline curve: average each run's last N "
                                     "evaluations as its final return (1: the last)"),
+    include_unfinished: bool = typer.Option(False, help="also report runs that have not reached "
+                                            "their budget (left out and listed by default)"),
+    skip_bad: bool = typer.Option(False, help="leave out CSVs that cannot be read, with a "
+                                  "warning (default: stop and name them)"),
 ) -> None:
     """Aggregate seeds into figures and tables: report.md, CSV and LaTeX."""
     from .report import write_report
 
-    path = write_report(results, out, threshold, final_evals)
+    path = write_report(results, out, threshold, final_evals, include_unfinished, skip_bad,
+                        log=lambda line: typer.echo(line, err=True))
     typer.echo(f"report:  {path}")
     typer.echo(f"table:   {path.parent / 'summary.csv'}")
     for figure in sorted(path.parent.glob("curve_*_success.png")):
@@ -467,22 +472,28 @@ def config_show(
     algo: str = typer.Option("dqn-prior", help="algorithm"),
     prior: Optional[str] = typer.Option(None, help="prior (see `llmrl priors`)"),
     config: Optional[Path] = typer.Option(None, help="a YAML of settings, as `llmrl run --config`"),
+    explain: bool = typer.Option(False, help="also print what each setting means, and its unit"),
 ) -> None:
-    """Print the settings a run of ENV x ALGO would use, each with where it comes from: its
-    default, the env's preset, the YAML file or a flag."""
-    import dataclasses
-
-    from .config import build_config, load_yaml
+    """Print the settings a run of ENV x ALGO would use, each with where it comes from (its
+    default, the env's preset, the YAML file or a flag) and the paper's value."""
+    from .config import RunConfig, build_config, load_yaml
+    from .settings import documented
 
     sources: dict[str, str] = {}
     cfg = build_config(load_yaml(config) if config else None, sources=sources, env=env,
                        algo=algo, prior=prior)
-    rows = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name != "agent"]
-    rows += [(f"agent.{f.name}", getattr(cfg.agent, f.name))
-             for f in dataclasses.fields(cfg.agent)]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        typer.echo(f"{name:<{width}}  {value!r:<24}  {sources.get(name, 'default')}")
+    docs = documented(RunConfig)
+    rows = [(name, getattr(cfg, name), docs[name]) for name in docs if name != "agent"]
+    rows += [(f"agent.{name}", getattr(cfg.agent, name), doc)
+             for name, doc in documented(type(cfg.agent)).items()]
+    width = max(len(name) for name, _, _ in rows)
+    typer.echo(f"{'setting':<{width}}  {'value':<24}  {'source':<16}  paper")
+    for name, value, doc in rows:
+        typer.echo(f"{name:<{width}}  {value!r:<24}  {sources.get(name, 'default'):<16}  "
+                   f"{doc['paper'] or '-'}".rstrip())
+        if explain:
+            unit = f" [{doc['unit']}]" if doc["unit"] else ""
+            typer.echo(f"{'':<{width}}  {doc['doc']}{unit}")
 
 
 @prior_app.command("export")
@@ -624,10 +635,24 @@ def _print_probe_summary(queries, results, batch: int) -> None:
     Console().print(table)
 
 
+#: the commands whose work a Ctrl-C leaves to resume (runs checkpoint as they go)
+RESUMABLE = ("run", "sweep")
+
+
+def _interrupted(argv: list[str] | None) -> None:
+    """The one line after a Ctrl-C: for a run or sweep, how to resume it."""
+    command = (sys.argv[1:] if argv is None else argv)[:1]
+    hint = (" (start the same command again: it resumes from the last checkpoint)"
+            if command and command[0] in RESUMABLE else "")
+    print(f"llmrl: interrupted{hint}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
         code = app(args=argv, prog_name="llmrl", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130)
+            _interrupted(argv)
         if isinstance(code, int) and code:  # a command's typer.Exit(code), returned by click
             sys.exit(code)
     except UserError as exc:
@@ -661,7 +686,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.close()
         sys.exit(0)
     except KeyboardInterrupt:
-        print("llmrl: interrupted (the run resumes from its last checkpoint)", file=sys.stderr)
+        _interrupted(argv)
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

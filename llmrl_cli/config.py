@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,11 @@ from .agents.dqn import DQNConfig
 from .agents.gflan import GFlanConfig
 from .algos import algorithm, names
 from .devices import DTYPE_CHOICES
-from .envs import env_class, env_names
+from .envs import check_env_options, env_class, env_names
 from .errors import UserError, unknown_choice
 from .priors.draws import DRAWS
 from .priors.projection import LEGACY_PROJECTIONS, PROJECTIONS
+from .settings import check, setting
 
 PRIOR_MODES = ("sample", "score")
 
@@ -54,68 +55,102 @@ NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
 
 @dataclass
 class RunConfig:
-    """One run = env x algo x prior x seed."""
+    """One run = env x algo x prior x seed. Each field says what it means, its unit and the
+    paper's value (``paper``; per env, the presets hold those: docs/paper-settings.md).
+    Fields by concern: the run (env, algo, seed, budget, output), the prior (prior_*, k,
+    sampling, projection, draws, history), the encoder, the local engine's resources, and the
+    agent's hyperparameters (``agent``: DQNConfig, CQLConfig or GFlanConfig)."""
 
-    env: str = "frozenlake"
-    algo: str = "dqn-prior"
-    prior: str | None = None  # default: uniform for dqn, local for dqn-prior
-    prior_model: str = "SmolLM2-135M-Instruct"
-    prior_url: str | None = None  # vllm: the server (default http://127.0.0.1:8000)
-    prior_mode: str = "sample"
-    prior_permutations: int = 1  # score mode: average over this many action orderings
-    prior_uniform_mix: float = 0.0
-    # sample mode: how a completion becomes an admissible action; "paper" = the paper's
-    # substring count, ties to the later action, nothing matched -> the last action;
-    # "normalised" = ours (priors/projection.py)
-    projection: str = "paper"
-    # sample mode: also stop and cut each completion at its first newline (ours; the paper
-    # stops only at <END>, <eos> and end-of-text)
-    stop_on_newline: bool = False
-    # "fresh": the n-th visit of a prompt gets new draws; "memo": every visit gets the first
-    # (priors/draws.py; the paper memoises only in Overcooked Tomato)
-    prior_draws: str = "fresh"
-    # fresh draws: a prompt the model is asked about draws this many visits' blocks at once
-    # (its own and the next ones, cached for its later visits); the draws are the same as one
-    # by one, so results do not change, only the cost (1 = one block per call)
-    prior_draw_pool: int = 1
-    chat_template: bool = False
-    temperature: float = 1.0  # sampling temperature (paper 1.0; its ALFWorld test 0.8)
-    top_p: float = 1.0  # nucleus sampling (paper 1.0; its ALFWorld test 0.95)
-    max_new_tokens: int = 10  # per completion (paper 10; CQL's dataset proposals 20)
-    k: int = 5  # proposals per state (paper 5; its ALFWorld test 15)
-    # observation/action lines of history in the prior's prompt (paper: Tomato 3, Salad 5,
-    # ALFWorld none)
-    history_length: int = 3
-    # dqn: > 0 cuts or repeats the admissible list to this many candidates (paper's ALFWorld
-    # DQN: 30); 0 = every admissible action once
-    baseline_candidates: int = 0
-    episodes: int = 300
-    seed: int = 0
-    num_envs: int = 1
-    device: str = "auto"
-    encoder: str = "all-MiniLM-L6-v2"
-    pooling: str = "cls"
-    experiment: str = "default"
-    out: str = "results"
-    prior_cache: bool = True
-    encoder_cache_size: int = 200_000  # embeddings kept (LRU; 384 floats each by default)
-    prefix_cache_mb: int = 512  # local prior on CPU: prompt keys/values kept for reuse; 0 = off
-    prior_batch_kv_mb: int = 1024  # local prior: keys/values one decode/score batch may hold
-    prior_dtype: str = "auto"  # local prior: auto (bf16 on CUDA, fp32 on CPU), bfloat16, float32
-    prior_cpu_kernels: bool = True  # local prior, fp32 on CPU: packed linears, GQA, unpadded rows
-    checkpoint_minutes: float = 10.0  # online runs: checkpoint this often between evals; 0 = off
-    # online DQN runs: evaluations step beside training (a frozen copy of Q at the eval point);
-    # false = the paper's pattern, training waits while each evaluation runs alone
-    eval_overlap: bool = True
-    # online DQN runs with an LLM prior and num_envs > 1: an env whose prompt this run has not
-    # asked about yet waits, at most this many batch steps, while the envs whose prompts were
-    # asked before step on, so that model calls gather more prompts; 0 = all envs in lockstep
-    # (the default: over 150 Frozen Lake episodes, 4 saved little and may bias learning; docs/differences.md)
-    run_ahead: int = 0
-    dataset: str | None = None  # offline algos: a dataset file (default: collected once)
-    max_transitions: int | None = None  # offline algos: use this many transitions of it
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    agent: DQNConfig | CQLConfig | GFlanConfig = field(default_factory=DQNConfig)
+    # -- the run ---------------------------------------------------------------------------
+    env: str = setting("frozenlake", "the environment (llmrl envs)")
+    algo: str = setting("dqn-prior", "the algorithm (llmrl algos)")
+    episodes: int = setting(300, "online training episodes", unit="episodes",
+                            paper="Tomato 200, Salad 300, ALFWorld 1000", low=1,
+                            label="--episodes")
+    seed: int = setting(0, "the run's seed: envs, networks, sampling", low=0, label="--seed")
+    num_envs: int = setting(1, "environments stepping together (one batch per step)",
+                            paper="1", low=1, label="--num-envs")
+    device: str = setting("auto", "where networks run: auto, cpu, cuda[:n]")
+    experiment: str = setting("default", "the results folder's experiment name")
+    out: str = setting("results", "the results root folder")
+    checkpoint_minutes: float = setting(
+        10.0, "online runs: checkpoint this often between evaluations; 0 = only at them",
+        unit="minutes", low=0)
+    eval_overlap: bool = setting(
+        True, "online DQN runs: evaluations step beside training with a frozen copy of Q "
+        "(ours); false = training waits while each evaluation runs alone, as the paper's code",
+        paper="false")
+    run_ahead: int = setting(
+        0, "online DQN runs, LLM prior, num_envs > 1: an env whose prompt is new waits at most "
+        "this many batch steps while envs with asked prompts step on (ours; needs prior_draws: "
+        "memo); 0 = lockstep", unit="batch steps", paper="0", low=0)
+    dataset: str | None = setting(None, "offline algos: a dataset file (default: the paper's "
+                                  "when imported, else one collected once)")
+    max_transitions: int | None = setting(None, "offline algos: use this many of its "
+                                          "transitions", unit="transitions", low=1,
+                                          label="--max-transitions")
+    env_kwargs: dict[str, Any] = setting(doc="the env's own options (llmrl envs)", factory=dict)
+    # -- the prior -------------------------------------------------------------------------
+    prior: str | None = setting(None, "the action prior: uniform, local, vllm, expert-mix:EPS "
+                                "(default: uniform for the baselines, local otherwise)")
+    prior_model: str = setting("SmolLM2-135M-Instruct", "the LLM: the embedded model, a folder "
+                               "or a .gguf", paper="Qwen1.5-7B (Salad 14B, ALFWorld test 32B)")
+    prior_url: str | None = setting(None, "vllm: the server (default http://127.0.0.1:8000)")
+    prior_mode: str = setting("sample", "sample: k completions projected onto actions; score: "
+                              "the LLM's log-probability of each action", paper="sample",
+                              choices=PRIOR_MODES, label="prior mode")
+    prior_permutations: int = setting(1, "score mode: average over this many action orderings",
+                                      low=1, label="--prior-permutations")
+    prior_uniform_mix: float = setting(0.0, "mix this share of uniform into the prior (ours)",
+                                       paper="0", low=0.0, high=1.0,
+                                       label="--prior-uniform-mix")
+    projection: str = setting(
+        "paper", "sample mode: how a completion becomes an admissible action; paper = substring "
+        "count, ties to the later action, nothing matched -> the last action; normalised = ours "
+        "(priors/projection.py)", paper="paper", choices=PROJECTIONS)
+    stop_on_newline: bool = setting(
+        False, "sample mode: also stop and cut each completion at its first newline (ours)",
+        paper="false (stops at <END>, <eos>, end of text)")
+    prior_draws: str = setting(
+        "fresh", "fresh: each visit of a prompt gets new draws; memo: every visit gets the first "
+        "(priors/draws.py)", paper="fresh; memo in Overcooked Tomato", choices=DRAWS)
+    prior_draw_pool: int = setting(
+        1, "fresh draws: a prompt asked draws this many visits' blocks at once and caches the "
+        "later ones (same draws, lower cost)", unit="visits", low=1)
+    chat_template: bool = setting(False, "wrap the prompt in the model's chat template",
+                                  paper="false")
+    temperature: float = setting(1.0, "sampling temperature", paper="1.0 (ALFWorld test 0.8)",
+                                 low=0)
+    top_p: float = setting(1.0, "nucleus sampling mass", paper="1.0 (ALFWorld test 0.95)",
+                           above=0, high=1)
+    max_new_tokens: int = setting(10, "tokens per completion", unit="tokens",
+                                  paper="10 (CQL's dataset proposals 20)", low=1)
+    k: int = setting(5, "proposals per state", paper="5 (ALFWorld test 15)", low=1,
+                     label="--k")
+    history_length: int = setting(3, "observation/action lines of history in the prompt",
+                                  unit="lines", paper="Tomato 3, Salad 5, ALFWorld 0", low=0)
+    baseline_candidates: int = setting(
+        0, "dqn: > 0 cuts or repeats the admissible list to this many candidates; 0 = every "
+        "admissible action once", unit="actions", paper="ALFWorld DQN 30, else 0", low=0)
+    prior_cache: bool = setting(True, "keep proposals in the persistent cache (same results)")
+    # -- the encoder -----------------------------------------------------------------------
+    encoder: str = setting("all-MiniLM-L6-v2", "the frozen text encoder of Q's input",
+                           paper="bert-base-uncased (not available here)")
+    pooling: str = setting("cls", "how the encoder's token vectors become one: cls or mean",
+                           paper="cls")
+    encoder_cache_size: int = setting(200_000, "embeddings kept (LRU)", unit="embeddings", low=0)
+    # -- the local engine's resources (same results) ---------------------------------------
+    prefix_cache_mb: int = setting(512, "local prior on CPU: prompt keys/values kept for reuse; "
+                                   "0 = off", unit="MiB", low=0)
+    prior_batch_kv_mb: int = setting(1024, "local prior: keys/values one decode or score batch "
+                                     "may hold", unit="MiB", low=1)
+    prior_dtype: str = setting("auto", "local prior: auto (bf16 on CUDA, fp32 on CPU), bfloat16, "
+                               "float32", choices=DTYPE_CHOICES)
+    prior_cpu_kernels: bool = setting(True, "local prior, fp32 on CPU: packed linears, GQA, "
+                                      "unpadded rows")
+    # -- the agent -------------------------------------------------------------------------
+    agent: DQNConfig | CQLConfig | GFlanConfig = setting(
+        doc="the algorithm's hyperparameters", factory=DQNConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -217,17 +252,41 @@ def check_types(cls: type, values: dict[str, Any], prefix: str = "") -> dict[str
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one
+    silently, so a setting written twice would quietly lose one of its values)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The settings of a YAML file; one error line if it is missing, empty, not UTF-8, not valid
+    YAML, repeats a key or holds no mapping."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
         raise UserError(f"config file {str(path)!r} is not valid YAML{at}: "
                         f"{getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        raise UserError(f"config file {str(path)!r} is empty; write the settings to change "
+                        "(`llmrl config show` lists them)")
     if not isinstance(data, dict):
         raise UserError(f"config file {str(path)!r} must hold a mapping of settings")
     return data
@@ -305,6 +364,9 @@ def validate(cfg: RunConfig) -> None:
     from .priors import check_prior_name
 
     resolve_device(cfg.device)
+    check_env_options(cfg.env, cfg.env_kwargs)
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise UserError(f"--out {cfg.out} is a file, not a folder")
     spec = algorithm(cfg.algo)
     if not spec.takes_prior:
         if cfg.prior not in (None, "uniform"):
@@ -321,50 +383,25 @@ def validate(cfg: RunConfig) -> None:
     if spec.family == "policy" and cfg.prior != "local":
         raise UserError(f"--algo {cfg.algo} trains the LLM itself in-process: use --prior local "
                         f"(another model: --prior-model FOLDER), not --prior {cfg.prior}")
-    if cfg.prior_mode not in PRIOR_MODES:
-        raise unknown_choice("prior mode", cfg.prior_mode, PRIOR_MODES)
-    if cfg.projection not in PROJECTIONS:
-        raise unknown_choice("projection", cfg.projection, PROJECTIONS)
-    if cfg.prior_draws not in DRAWS:
-        raise unknown_choice("prior_draws", cfg.prior_draws, DRAWS)
-    if cfg.prior_dtype not in DTYPE_CHOICES:
-        raise unknown_choice("prior_dtype", cfg.prior_dtype, DTYPE_CHOICES)
-    checks = [
-        (cfg.k >= 1, f"--k must be >= 1, got {cfg.k}"),
-        (cfg.episodes >= 1, f"--episodes must be >= 1, got {cfg.episodes}"),
-        (cfg.num_envs >= 1, f"--num-envs must be >= 1, got {cfg.num_envs}"),
-        (cfg.run_ahead >= 0, f"run_ahead must be >= 0, got {cfg.run_ahead}"),
+    try:
+        check(cfg)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    checks = [  # rules that relate several settings
         (cfg.run_ahead == 0 or cfg.prior_draws == "memo",
          "run_ahead steps envs whose proposals are cached; it needs prior_draws: memo (under "
          "fresh draws every visit asks the model)"),
-        (cfg.history_length >= 0, f"history_length must be >= 0, got {cfg.history_length}"),
-        (cfg.prior_draw_pool >= 1, f"prior_draw_pool must be >= 1, got {cfg.prior_draw_pool}"),
-        (cfg.baseline_candidates >= 0,
-         f"baseline_candidates must be >= 0, got {cfg.baseline_candidates}"),
         (cfg.baseline_candidates == 0 or not spec.takes_prior,
          "baseline_candidates is for the baselines "
          f"({', '.join(a for a in names(proposes=False) if not algorithm(a).takes_prior)})"),
-        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
-        (cfg.encoder_cache_size >= 0,
-         f"encoder_cache_size must be >= 0, got {cfg.encoder_cache_size}"),
-        (cfg.prefix_cache_mb >= 0, f"prefix_cache_mb must be >= 0, got {cfg.prefix_cache_mb}"),
-        (cfg.prior_batch_kv_mb >= 1,
-         f"prior_batch_kv_mb must be >= 1, got {cfg.prior_batch_kv_mb}"),
-        (0.0 <= cfg.prior_uniform_mix <= 1.0,
-         f"--prior-uniform-mix must be in [0, 1], got {cfg.prior_uniform_mix}"),
         (spec.offline or (cfg.dataset is None and cfg.max_transitions is None),
          f"--dataset and --max-transitions are for offline algos ({', '.join(names('offline'))})"),
-        (cfg.max_transitions is None or cfg.max_transitions >= 1,
-         f"--max-transitions must be >= 1, got {cfg.max_transitions}"),
-        (cfg.prior_permutations >= 1,
-         f"--prior-permutations must be >= 1, got {cfg.prior_permutations}"),
         (cfg.prior_permutations == 1 or cfg.prior_mode == "score",
          "--prior-permutations averages scores: use it with --prior-mode score"),
         (cfg.prior_url is None or cfg.prior == "vllm",
          f"--prior-url is for --prior vllm (got --prior {cfg.prior})"),
         (not (cfg.chat_template and cfg.prior == "vllm"),
          "--chat-template is not available with --prior vllm (it uses the completions API)"),
-        (cfg.temperature >= 0 and 0 < cfg.top_p <= 1, "temperature must be >= 0, top_p in (0, 1]"),
         (cfg.experiment and "/" not in cfg.experiment,
          f"--experiment must be a plain name, got {cfg.experiment!r}"),
     ]

@@ -52,15 +52,13 @@ class EvalSpec:
 
     def resolve(self, cfg: RunConfig) -> RunConfig:
         """The run's config with this evaluation's changes."""
-        if self.k is not None and self.k < 1:
-            raise UserError(f"--k must be >= 1, got {self.k}")
         if self.episodes is not None and self.episodes < 1:
             raise UserError(f"--episodes must be >= 1, got {self.episodes}")
         agent = dataclasses.replace(cfg.agent, eval_episodes=self.episodes
                                     or cfg.agent.eval_episodes)
         prior = self.prior or cfg.prior
         changed = dataclasses.replace(
-            cfg, prior=prior, k=self.k or cfg.k,
+            cfg, prior=prior, k=cfg.k if self.k is None else self.k,
             prior_mode=self.prior_mode or cfg.prior_mode,
             prior_model=self.prior_model or cfg.prior_model,
             prior_url=self.prior_url or (cfg.prior_url if prior == cfg.prior else None),
@@ -69,11 +67,18 @@ class EvalSpec:
             env_kwargs={**cfg.env_kwargs, **self.env_kwargs}, agent=agent)
         if self.prior and self.prior != cfg.prior:
             changed = dataclasses.replace(changed, prior_uniform_mix=0.0)
+        from .envs import check_env_options
         from .priors import check_prior_name
+        from .settings import check
 
+        # each setting's own rules (not the run's pairing of algo and prior: an evaluation may
+        # play a baseline's Q-function over an LLM's proposals)
+        try:
+            check(changed)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         check_prior_name(changed.prior)
-        if changed.temperature < 0 or not 0 < changed.top_p <= 1:
-            raise UserError("temperature must be >= 0, top_p in (0, 1]")
+        check_env_options(changed.env, changed.env_kwargs)
         if changed.prior_url is not None and changed.prior != "vllm":
             raise UserError(f"--prior-url is for --prior vllm (got --prior {changed.prior})")
         return changed
@@ -128,7 +133,7 @@ def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
                 return {**old}
     started = time.perf_counter()
     runner = Runner(eval_cfg, log=log)
-    runner._build()  # the Q-head of an offline (CQL) run has the same shape and state
+    runner.build()  # the Q-head of an offline (CQL) run has the same shape and state
     runner.agent.load_state_dict(state["agent"])
     runner.check_expert()
     ret, success = runner.evaluate(int(row["episode"]))

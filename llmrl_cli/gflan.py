@@ -26,8 +26,8 @@ from .encoders import EncoderStats
 from .errors import UserError
 from .priors import make_prior
 from .priors.local import LocalLLMPrior
-from .priors.prompts import build_query
-from .runner import CSV_COLUMNS, Decision, Runner, Slot
+from .runner import CSV_COLUMNS, Runner
+from .training.steps import Decision, Slot, StepState
 from .seeding import seed_everything
 
 PPO_COLUMNS = ["policy_loss", "value_loss", "entropy", "clip_frac", "kl", "kl_exact", "beta"]
@@ -88,14 +88,17 @@ class GFlanRunner(Runner):
         return make(self.cfg.env, **self.cfg.env_kwargs)
 
     # -- acting -----------------------------------------------------------------------------
-    def decide(self, states, agents=None, streams=None,
-               with_prior: bool = False) -> list[PolicyDecision]:
-        """pi over every admissible action of each state (``q`` = log pi), V(s), and for
-        gflan-prior the frozen prior's log-probs and k samples from it. (``agents`` and
-        ``streams`` are the value-based loop's; the policy is the one LLM, and its prior's
-        samples are drawn from its scores here.)"""
-        queries = [build_query(self.cfg.env, ctx[0], obs["text"], obs["actions"], list(hist),
-                               optimal) for obs, hist, optimal, ctx, _ in states]
+    def decide(self, states: list[StepState], agents: list | None = None,
+               streams: list[str] | None = None) -> list[PolicyDecision]:
+        """pi over every admissible action of each state (``q`` = log pi) and V(s). (``agents``
+        and ``streams`` are the value-based loop's: here the policy is the one LLM.)"""
+        return self.policy_decisions(states, with_prior=False)
+
+    def policy_decisions(self, states: list[StepState], with_prior: bool
+                         ) -> list[PolicyDecision]:
+        """As ``decide``, and with ``with_prior`` (gflan-prior's training states) the frozen
+        prior's log-probs and k samples from it for the KL estimate."""
+        queries = [self.query(state) for state in states]
         prompts = [q.prompt for q in queries]
         actions = [list(q.actions) for q in queries]
         stats = self.prior.stats
@@ -109,13 +112,13 @@ class GFlanRunner(Runner):
         stats.queries += len(states) * (2 if with_prior else 1)
         stats.model_queries += len(states) * (2 if with_prior else 1)
         decisions = []
-        for i, ((_, _, optimal, _, count), acts) in enumerate(zip(states, actions)):
+        for i, (state, acts) in enumerate(zip(states, actions)):
             n = len(acts)
             d = PolicyDecision(acts, torch.empty(0), logpi[i, :n].cpu(), None,
                                prompt=prompts[i], value=float(values[i]))
-            if count and self.track_optimal:
+            if state.counted and self.track_optimal:
                 probs = logpi[i, :n].exp()
-                d.optimal_hit = any(a in optimal for a in [acts[int(probs.argmax())]])
+                d.optimal_hit = acts[int(probs.argmax())] in state.optimal
             if prior_logp is not None:
                 d.prior_logp = prior_logp[i, :n].cpu()
                 d.samples = torch.multinomial(d.prior_logp.exp(), self.cfg.k, replacement=True,
@@ -125,9 +128,8 @@ class GFlanRunner(Runner):
 
     def _batch_step(self) -> None:
         cfg = self.cfg
-        states = [(s.obs, s.history, self.optimal(s.env), self.context(s.env), True)
-                  for s in self.slots]
-        decisions = self.decide(states, with_prior=cfg.algo == "gflan-prior")
+        states = [self.state_of(s, counted=True) for s in self.slots]
+        decisions = self.policy_decisions(states, with_prior=cfg.algo == "gflan-prior")
         for i, (slot, d) in enumerate(zip(self.slots, decisions)):
             self._count_optimal(d)
             index = int(torch.multinomial(d.q.exp(), 1, generator=self.rng))  # a ~ pi
@@ -137,7 +139,7 @@ class GFlanRunner(Runner):
                     "done": bool(terminated or truncated), "next_value": 0.0,
                     "prior_logp": d.prior_logp, "samples": d.samples}
             if truncated and not terminated:  # bootstrap from the cut episode's last state
-                end = self.decide([(obs, slot.history, (), self.context(slot.env), False)])[0]
+                end = self.decide([StepState(obs, slot.history, (), self.context(slot.env))])[0]
                 step["next_value"] = end.value
             self.replay.steps[i].append(step)
             slot.obs = obs
@@ -159,7 +161,7 @@ class GFlanRunner(Runner):
         live = [(i, s) for i, s in enumerate(self.slots)
                 if self.replay.steps[i] and not self.replay.steps[i][-1]["done"]]
         if live:
-            ends = self.decide([(s.obs, s.history, (), self.context(s.env), False)
+            ends = self.decide([StepState(s.obs, s.history, (), self.context(s.env))
                                 for _, s in live])
             for (i, _), d in zip(live, ends):
                 self.replay.steps[i][-1]["next_value"] = d.value

@@ -46,7 +46,7 @@ from .data.paper_dataset import paper_dataset_path
 from .errors import UserError
 from .priors.base import ActionPrior, PriorQuery
 from .priors.prompts import build_query, history_line
-from .runner import CSV_COLUMNS, Runner
+from .training.loop import CSV_COLUMNS, Loop
 
 #: the default behaviour policy when a run collects its own dataset
 DEFAULT_POLICY = "expert-mix:0.5"
@@ -82,17 +82,20 @@ def max_new_tokens(prior: ActionPrior, tokens: int) -> Iterator[None]:
         target.max_new_tokens = saved  # type: ignore[attr-defined]
 
 
-class OfflineRunner(Runner):
-    """A Runner whose loop trains on a dataset (module docstring)."""
+class OfflineRunner(Loop):
+    """The offline loop: trains on a dataset (module docstring)."""
 
     agent: CQLAgent
-    can_run_ahead = False  # it trains on a dataset; only its evaluations step envs
     csv_columns = CSV_COLUMNS + ["dataset"]
     #: the ``dataset`` label of this run's CSV rows (set by ``load_data``)
     dataset_label = ""
 
     def extra_row(self) -> dict:
         return {"dataset": self.dataset_label}
+
+    def _build(self) -> None:
+        super()._build()
+        self.agent = CQLAgent(self.encoder.dim, self.cfg.agent, self.device)
 
     # -- data ------------------------------------------------------------------------------
     def load_data(self, started_with: str | None = None) -> Dataset:
@@ -246,9 +249,7 @@ class OfflineRunner(Runner):
             "encoder_stats": self.encoder.stats, "optimal": (self.optimal_hits, self.optimal_seen),
             "dataset": self.dataset_label,
         }
-        tmp = self.ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.ckpt_path)
+        self.store.save_checkpoint(state)
 
     def _restore_offline(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
@@ -260,9 +261,8 @@ class OfflineRunner(Runner):
         self.prior.stats.__dict__.update(state["prior_stats"].__dict__)
         self.encoder.stats.__dict__.update(state["encoder_stats"].__dict__)
         self.optimal_hits, self.optimal_seen = state["optimal"]
-        if self.csv_path.exists():  # drop rows written after the checkpoint
-            lines = self.csv_path.read_text().splitlines(keepends=True)
-            self.csv_path.write_text("".join(lines[: 1 + self.csv_rows]))
+        self.store.restore_rows(state)  # the rows it covers, checked against the CSV
+        if self.csv_path.exists():
             self._add_dataset_column()
 
     def _add_dataset_column(self) -> None:
@@ -280,33 +280,26 @@ class OfflineRunner(Runner):
             for row in rows:
                 writer.writerow({**row, "dataset": self.dataset_label})
         os.replace(tmp, self.csv_path)
+        self.store.csv_text = self.csv_path.read_bytes().decode()
 
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> Path:
         cfg = self.cfg
         agent_cfg: CQLConfig = cfg.agent  # type: ignore[assignment]
         total = agent_cfg.grad_steps
-        state = self._check_existing()
+        state = self.store.open()
         if state is not None and state["finished"] and state["grad_steps"] >= total:
             self.log(f"already complete: {self.csv_path} (pass --overwrite to run it again)")
             return self.csv_path
-        self._build()
-        self.agent = CQLAgent(self.encoder.dim, agent_cfg, self.device)
+        self.build()
         self.check_expert()
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
-        self.wall_before = 0.0
-        self.train_returns: list[tuple[float, bool]] = []
-        self.last_loss: float | None = None
-        self.update_seconds = 0.0
-        self.optimal_hits = self.optimal_seen = 0
-        self.csv_rows = 0
-        self.next_eval = 0
         # a checkpoint from before the label existed trained on --dataset or a collected one
         data = self.load_data(None if state is None
                               else state.get("dataset", Path(cfg.dataset).name if cfg.dataset
                                              else DATASET_COLLECTED))
-        self.yaml_path.write_text(_dump(cfg))
+        self.store.start(_dump(cfg))
         self.env_steps = len(data)
         self.log(f"dataset ({self.dataset_label}): {len(data)} transitions, "
                  f"{len(data.episodes())} episodes ({data.successful_episodes()} successful); "

@@ -54,16 +54,77 @@ def ci95(values: pd.Series) -> float:
     return t95(n - 1) * float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
 
 
-def load_results(root: Path) -> pd.DataFrame:
-    """All ``<experiment>/<env>/<algo>/seed_<n>.csv`` under ``root`` (root may be one experiment)."""
+def is_run_file(path: Path, suffix: str) -> bool:
+    """Whether ``path`` is a run's ``seed_<n><suffix>`` in its algo folder: not a file a resume
+    kept aside (``seed_<n>.changed.csv``) nor one ``--overwrite`` moved to ``replaced/``."""
+    return (re.fullmatch(rf"seed_\d+{re.escape(suffix)}", path.name) is not None
+            and path.parent.parent.name != "replaced")
+
+
+#: the columns a run's CSV must have for the report to read it
+NEEDED = ["env", "algo", "prior", "seed", "episode", "env_steps", "eval_return", "eval_success"]
+
+
+def read_run_csv(path: Path) -> pd.DataFrame:
+    """One run's rows, with its ``budget`` (episodes, or gradient steps offline, from the
+    ``seed_<n>.yaml`` beside it) and whether it ``finished`` (reached that budget); a CSV the
+    report cannot use is one UserError naming it."""
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} cannot be read ({str(exc).strip().splitlines()[0]})") from None
+    missing = [c for c in NEEDED if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} lacks the column(s) {', '.join(missing)}")
+    for column in ("episode", "env_steps", "eval_return", "eval_success"):
+        values = pd.to_numeric(df[column], errors="coerce")
+        if values.isna().any():
+            raise UserError(f"{path} has a row whose {column} is not a number (a row cut short?)")
+        df[column] = values
+    budget = _budget(path.with_suffix(".yaml"))
+    last = int(df["episode"].max()) if len(df) else 0
+    df["budget"] = budget if budget is not None else last
+    df["finished"] = budget is None or last >= budget
+    return df
+
+
+def _budget(yaml_path: Path) -> int | None:
+    """The run's budget from its resolved config: ``agent.grad_steps`` for an offline algo,
+    else ``episodes`` (None without a readable config)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(yaml_path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    spec = ALGORITHMS.get(cfg.get("algo"))
+    if spec is not None and spec.offline:
+        steps = (cfg.get("agent") or {}).get("grad_steps")
+        return int(steps) if isinstance(steps, int) else None
+    return int(cfg["episodes"]) if isinstance(cfg.get("episodes"), int) else None
+
+
+def load_results(root: Path, skip_bad: bool = False, log=print) -> pd.DataFrame:
+    """All ``<experiment>/<env>/<algo>/seed_<n>.csv`` under ``root`` (root may be one experiment),
+    with each run's ``budget`` and ``finished``. A CSV that cannot be used stops the report
+    with one line naming it, or under ``skip_bad`` is left out with a warning."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"results folder {str(root)!r} does not exist")
     frames = []
     for path in sorted(root.rglob("seed_*.csv")):
-        if path.name.endswith(".eval.csv"):  # evaluations of a finished run: load_evals
+        if not is_run_file(path, ".csv"):  # evaluations (load_evals), kept-aside files
             continue
-        df = pd.read_csv(path)
+        try:
+            df = read_run_csv(path)
+        except UserError as exc:
+            if not skip_bad:
+                raise UserError(f"{exc}; fix or remove it, or pass --skip-bad to leave it out"
+                                ) from None
+            log(f"warning: left out {exc}")
+            continue
         if df.empty:
             continue
         df["experiment"] = path.parent.parent.parent.name
@@ -71,6 +132,31 @@ def load_results(root: Path) -> pd.DataFrame:
     if not frames:
         raise UserError(f"no seed_<n>.csv files under {str(root)!r}; run `llmrl run` first")
     return pd.concat(frames, ignore_index=True)
+
+
+def finished_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of finished runs, and a line per unfinished one (left out)."""
+    unfinished = df[~df["finished"].astype(bool)]
+    lines = [f"{r.experiment}/{r.env}/{r.algo} seed {r.seed}: at {int(r.episode)} of "
+             f"{int(r.budget)}" for r in unfinished.sort_values("episode").groupby(
+                 ["experiment", "env", "algo", "seed"], as_index=False).tail(1).itertuples()]
+    return df[df["finished"].astype(bool)], sorted(lines)
+
+
+def split_budgets(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Seeds of one group with different budgets become separate rows (their experiment
+    labelled with the budget) instead of one average; a line per group split."""
+    df = df.copy()
+    lines = []
+    for key, g in df.groupby(GROUP):
+        budgets = sorted(g["budget"].unique())
+        if len(budgets) > 1:
+            index = g.index
+            df.loc[index, "experiment"] = [f"{e} (budget {int(b)})" for e, b in
+                                           zip(g["experiment"], g["budget"])]
+            lines.append(f"{'/'.join(map(str, key))}: budgets "
+                         f"{', '.join(str(int(b)) for b in budgets)}, shown apart")
+    return df, lines
 
 
 def base_algo(algo: str) -> str | None:
@@ -475,6 +561,8 @@ def load_evals(root: Path) -> pd.DataFrame:
     ``evaluate:`` grid), with their experiment."""
     frames = []
     for path in sorted(Path(root).rglob("seed_*.eval.csv")):
+        if not is_run_file(path, ".eval.csv"):
+            continue
         df = pd.read_csv(path)
         if not df.empty:
             df["experiment"] = path.parent.parent.parent.name
@@ -518,16 +606,29 @@ def generalisation_rows(gen: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED,
-                 final_evals: int = 1) -> Path:
+                 final_evals: int = 1, include_unfinished: bool = False,
+                 skip_bad: bool = False, log=print) -> Path:
     """Write ``report.md`` with every figure and table; tables also as CSV and LaTeX (.tex).
-    ``final_evals``: the offline curve's final return averages each run's last N evaluations."""
+    ``final_evals``: the offline curve's final return averages each run's last N evaluations.
+    Runs that have not reached their budget are left out (listed) unless
+    ``include_unfinished``; ``skip_bad``: leave out CSVs that cannot be read, with a warning."""
     root = Path(root)
     out = Path(out) if out else root
     if not 0.0 < threshold <= 1.0:
         raise UserError(f"--threshold must be in (0, 1], got {threshold}")
     if final_evals < 1:
         raise UserError(f"--final-evals must be >= 1, got {final_evals}")
-    df = load_results(root)
+    df = load_results(root, skip_bad, log)
+    left_out: list[str] = []
+    if not include_unfinished:
+        df, left_out = finished_runs(df)
+        if df.empty:
+            raise UserError(f"no run under {str(root)!r} has finished; pass --include-unfinished "
+                            "to report the runs under way")
+        if left_out:
+            log(f"left out {len(left_out)} unfinished run(s) (listed in the report; "
+                "--include-unfinished keeps them)")
+    df, split = split_budgets(df)
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(df, threshold)
     curve = curves(df)
@@ -551,6 +652,10 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED,
         "Also in `summary.csv` and `summary.tex`."
         + (" " + DATASETS_NOTE if shows_datasets(table) else ""), "",
         markdown(*perf), "",
+        *([f"Unfinished runs, left out (`--include-unfinished` keeps them): "
+           f"{'; '.join(left_out)}.", ""] if left_out else []),
+        *([f"Seeds of one group with different budgets are shown apart: {'; '.join(split)}.",
+           ""] if split else []),
         "## Prior cost", "",
         "`optimal in k`: share of visited training states whose k proposals held an optimal "
         "action. `LLM calls`: model queries (cache misses); the cache hit rate is over all "
@@ -567,7 +672,7 @@ def write_report(root: Path, out: Path | None = None, threshold: float = SOLVED,
         rows = offline_rows(needed)
         (out / "offline.tex").write_text(latex(*rows, "Offline: dataset transitions needed"))
         text += ["", "## Offline: final return vs dataset size", "",
-                 f"Mean final eval return over seeds per dataset size"
+                 "Mean final eval return over seeds per dataset size"
                  + (f" (each run's mean over its last {final_evals} evaluations)"
                     if final_evals > 1 else "") + "; `transitions to "
                  f"{ENOUGH:.0%}` is the smallest dataset whose return reaches {ENOUGH:.0%} of "

@@ -75,6 +75,10 @@ def expand(path: Path | str, profile: str = PAPER, **overrides: Any) -> list[Run
     grid = data.pop("sweep", None) or {}
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise UserError(f"{path}: 'sweep' must map settings to lists of values")
+    empty = [k for k, v in grid.items() if not v]
+    if empty:
+        raise UserError(f"{path}: the sweep's list of {', '.join(empty)} is empty, so it has no "
+                        "runs")
     base_name = data.get("experiment", Path(path).stem)
     keys = list(grid)
     runs: dict[tuple, RunConfig] = {}

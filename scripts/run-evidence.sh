@@ -4,6 +4,8 @@
 # results/evidence. Killed runs resume: start it again with the same commit.
 #   scripts/run-evidence.sh WORKTREE   (e.g. git worktree add ../evidence-wt HEAD)
 set -u
+# under setsid this is its own autogroup: yield the CPU to interactive work (nice alone does not)
+echo 19 > /proc/self/autogroup 2>/dev/null || true
 tree=$(cd "${1:?usage: scripts/run-evidence.sh WORKTREE}" && pwd)
 main=$(cd "$(dirname "$0")/.." && pwd)
 cd "$tree"

@@ -7,13 +7,13 @@ import pytest
 from llmrl_cli.algos import ALGORITHMS, algorithm, names
 from llmrl_cli.config import build_config
 from llmrl_cli.errors import UserError
-from llmrl_cli.runner import Runner
+from llmrl_cli.training.loop import Loop
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_each_algorithm_has_a_loop_settings_and_a_comparable_baseline(name):
     spec = algorithm(name)
-    assert issubclass(spec.loop(), Runner)
+    assert issubclass(spec.loop(), Loop)
     assert dataclasses.is_dataclass(spec.config)
     cfg = build_config(env="frozenlake", algo=name, episodes=1)
     assert type(cfg.agent) is spec.config

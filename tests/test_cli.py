@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from llmrl_cli.cli import main
@@ -68,7 +70,8 @@ def test_bad_yaml_and_unknown_setting(capsys, tmp_path):
     agent = tmp_path / "agent.yaml"
     agent.write_text("agent:\n  exploration: boltzmann\n")
     code, err = _run(capsys, "run", "--config", str(agent))
-    assert code == 2 and "exploration must be one of softmax, eps-greedy, eps-softmax, greedy" in err
+    assert code == 2 and err == ("llmrl: error: bad agent setting: unknown exploration 'boltzmann'; "
+                                 "choose one of: eps-greedy, eps-softmax, greedy, softmax")
     memory = tmp_path / "memory.yaml"
     memory.write_text("env: frozenlake\nprior_batch_kv_mb: 0\n")
     code, err = _run(capsys, "run", "--config", str(memory))
@@ -173,9 +176,18 @@ def test_config_show_prints_each_setting_with_its_source(capsys, tmp_path):
     config.write_text("k: 3\nagent: {lr: 0.001}\n")
     main(["config", "show", "--env", "overcooked-salad", "--algo", "dqn-prior", "--config",
           str(config)])
-    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
-    assert rows["env"] == ["'overcooked-salad'", "flag"]
-    assert rows["history_length"] == ["5", "preset"]  # the paper's Salad script
-    assert rows["agent.epsilon"] == ["0.2", "preset", "per_algo"]
-    assert rows["k"] == ["3", "yaml"] and rows["agent.lr"] == ["0.001", "yaml"]
-    assert rows["temperature"] == ["1.0", "default"]
+    # setting, value, source, the paper's value: columns two or more spaces apart
+    rows = {cols[0]: cols[1:] for cols in
+            (re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines())}
+    assert rows["setting"] == ["value", "source", "paper"]
+    assert rows["env"] == ["'overcooked-salad'", "flag", "-"]
+    # the paper's Salad script
+    assert rows["history_length"] == ["5", "preset", "Tomato 3, Salad 5, ALFWorld 0"]
+    assert rows["agent.epsilon"] == ["0.2", "preset per_algo", "0.2"]
+    assert rows["k"] == ["3", "yaml", "5 (ALFWorld test 15)"]
+    assert rows["agent.lr"] == ["0.001", "yaml", "5e-4"]
+    assert rows["temperature"] == ["1.0", "default", "1.0 (ALFWorld test 0.8)"]
+    main(["config", "show", "--algo", "dqn", "--explain"])
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("agent.batch_size "))
+    assert lines[at + 1].strip() == "transitions per gradient step [transitions]"

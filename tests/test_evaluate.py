@@ -82,7 +82,7 @@ def test_the_papers_generalisation_test_is_one_spec():
         "vllm", "Qwen/Qwen1.5-32B", "http://gpu:8000", 15)
     assert (out.temperature, out.top_p) == (0.8, 0.95)
     assert (cfg.temperature, cfg.top_p, cfg.k) == (1.0, 1.0, 5)  # the run's own are untouched
-    with pytest.raises(UserError, match="temperature must be >= 0, top_p in"):
+    with pytest.raises(UserError, match=r"top_p must be in \(0, 1\], got 1.5"):
         EvalSpec(top_p=1.5).resolve(cfg)
     with pytest.raises(UserError, match="--prior-url is for --prior vllm"):
         EvalSpec(prior_url="http://gpu:8000").resolve(cfg)
@@ -103,3 +103,14 @@ def test_an_eval_csv_written_before_the_decoding_columns_gains_them(tmp_path, ca
     rows = pd.read_csv(path)
     assert len(rows) == 2 and list(rows.eval_temperature) == [1.0, 0.8]
     assert list(rows.eval_prior_model) == ["SmolLM2-135M-Instruct"] * 2
+
+
+def test_an_evaluation_with_an_option_the_env_does_not_take_is_one_line():
+    from llmrl_cli.config import build_config
+    from llmrl_cli.errors import UserError
+    from llmrl_cli.evaluate import EvalSpec
+
+    cfg = build_config(env="frozenlake", algo="dqn")
+    with pytest.raises(UserError, match="frozenlake has no option 'split'; its options: "
+                                        "map_name, slippery, horizon"):
+        EvalSpec(env_kwargs={"split": "unseen"}).resolve(cfg)

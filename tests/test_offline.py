@@ -79,7 +79,7 @@ def test_dataset_prompts_have_no_history_unless_asked(tmp_path):
         cfg = _cfg(tmp_path, env="overcooked-salad", algo="cql-prior", prior="expert-mix:0.5",
                    agent={"dataset_prompt_history": lines})
         runner = OfflineRunner(cfg, log=lambda *_: None)
-        runner._build()
+        runner.build()
         runner.check_expert()
         queries, _, state_of, _ = runner._queries(data)
         prompts[lines] = [queries[i].prompt for i in state_of[: len(first)]]
@@ -171,7 +171,7 @@ def test_dataset_proposals_use_dataset_max_new_tokens(tmp_path, wrapped, tokens)
     cfg = _cfg(tmp_path, algo="cql-prior", prior="uniform", agent=agent)
     assert cfg.max_new_tokens == 10 and cfg.agent.dataset_max_new_tokens == (tokens or 20)
     runner = _quiet(cfg)
-    runner._build()
+    runner.build()
     runner.check_expert()
     runner.optimal_hits = runner.optimal_seen = 0
     recorder = _TokenRecorder()

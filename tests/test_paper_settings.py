@@ -103,7 +103,7 @@ def test_q_input_texts_are_the_papers_byte_for_byte(tmp_path):
 
     cfg = build_config(env="overcooked-salad", algo="cql", out=str(tmp_path), device="cpu")
     runner = OfflineRunner(cfg, log=lambda *_: None)
-    runner._build()
+    runner.build()
     assert runner.q_text_task() == "3" and runner.context(runner.slots[0].env)[1] == "3"
 
 
@@ -311,7 +311,7 @@ def test_the_runner_keeps_history_length_lines(tmp_path):
     cfg = build_config(env="overcooked-salad", algo="dqn-prior", prior="expert-mix:0.5",
                        episodes=1, out=str(tmp_path), device="cpu")
     runner = Runner(cfg, log=lambda *_: None)
-    runner._build()
+    runner.build()
     assert runner.slots[0].history.maxlen == 5 and runner.eval_slots[0].history.maxlen == 5
 
 

@@ -24,42 +24,36 @@ from dataclasses import dataclass
 
 import torch
 
-from .dqn import DQNAgent, DQNConfig
+from ..settings import setting
+from .dqn import EXPLORATIONS, DQNAgent, DQNConfig
 
 
 @dataclass
 class CQLConfig(DQNConfig):
-    """CQL settings (module docstring). ``dataset_max_new_tokens``: the prior's proposals for
-    dataset states are generated with at most this many new tokens, as the paper's script's
-    dataset generator (value-based/CQL_overcook_salad.py:636, ``max_new_tokens=20``); online
-    evaluation keeps the run's own ``max_new_tokens``."""
+    """CQL settings: the paper's command (module docstring) over DQNConfig's."""
 
-    batch_size: int = 128
-    cql_coef: float = 5.0
-    td_reduction: str = "sum"
-    grad_steps: int = 10_000
-    eval_every_steps: int = 500
-    eval_policy: str = "greedy"
-    # history lines in the prior's prompts for dataset states (the paper's script: none,
-    # CQL_overcook_salad.py:345)
-    dataset_prompt_history: int = 0
-    # new tokens per proposal for dataset states (CQL_overcook_salad.py:636: 20)
-    dataset_max_new_tokens: int = 20
-    # the task the Q input names: "{task},  Action: {a}, for Observation: {s},"; the paper's
-    # script passes its --task index, 3 (CQL_overcook_salad.py:264, 548, 584; the Salad
-    # preset sets it); "" = the env's own (Overcooked: "Observation: {s},  Action: {a}.")
-    q_text_task: str = ""
-
-    def validate(self) -> None:
-        super().validate()
-        if self.td_reduction not in ("mean", "sum"):
-            raise ValueError("td_reduction must be mean or sum")
-        if self.cql_coef < 0 or self.grad_steps < 1 or self.eval_every_steps < 1:
-            raise ValueError("cql_coef must be >= 0, grad_steps and eval_every_steps >= 1")
-        if self.dataset_prompt_history < 0:
-            raise ValueError("dataset_prompt_history must be >= 0")
-        if self.dataset_max_new_tokens < 1:
-            raise ValueError("dataset_max_new_tokens must be >= 1")
+    batch_size: int = setting(128, "transitions per gradient step", unit="transitions",
+                              paper="128", low=1)
+    cql_coef: float = setting(5.0, "c, the conservative term's weight", paper="5.0", low=0)
+    td_reduction: str = setting("sum", "the squared TD error over the batch: sum or mean",
+                                paper="sum (the script's argparse default: mean)",
+                                choices=("sum", "mean"))
+    grad_steps: int = setting(10_000, "gradient steps in all", unit="gradient steps",
+                              paper="10000", low=1)
+    eval_every_steps: int = setting(500, "gradient steps between evaluations",
+                                    unit="gradient steps", paper="500", low=1)
+    eval_policy: str = setting("greedy", "evaluation's acting rule", paper="greedy",
+                               choices=EXPLORATIONS)
+    dataset_prompt_history: int = setting(
+        0, "history lines in the prior's prompts for dataset states", unit="lines",
+        paper="0 (CQL_overcook_salad.py:345)", low=0)
+    dataset_max_new_tokens: int = setting(
+        20, "new tokens per proposal for dataset states (evaluation keeps the run's "
+        "max_new_tokens)", unit="tokens", paper="20 (CQL_overcook_salad.py:636)", low=1)
+    q_text_task: str = setting(
+        "", "the task the Q input names, \"{task},  Action: {a}, for Observation: {s},\"; "
+        "\"\" = the env's own Q input", paper="\"3\" on Salad (CQL_overcook_salad.py:264, 548, "
+        "584; the Salad preset sets it)")
 
 
 class CQLAgent(DQNAgent):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..settings import check, setting
 from .qnet import QHead
 
 EXPLORATIONS = ("softmax", "eps-greedy", "eps-softmax", "greedy")
@@ -32,54 +33,60 @@ BUFFER_BALANCES = ("off", "paper")
 
 @dataclass
 class DQNConfig:
-    """Hyperparameters; defaults are the paper's Overcooked settings (docs/paper-settings.md)."""
+    """DQN hyperparameters. Defaults are the paper's Overcooked Tomato settings; the env presets
+    set the others (docs/paper-settings.md)."""
 
-    gamma: float = 0.99
-    lr: float = 5e-4
-    weight_decay: float = 0.01  # AdamW's default
-    grad_clip: float = 1.0
-    hidden: int = 64
-    batch_size: int = 64
-    buffer_size: int = 4000
-    target_update: str = "soft"  # "soft" (every step, tau) or "hard" (copy every n steps)
-    tau: float = 0.005
-    target_update_every: int = 20  # gradient steps between hard copies
-    # softmax(Q/alpha) | eps-greedy | eps-softmax | greedy over the candidates
-    exploration: str = "softmax"
-    alpha: float = 0.1  # softmax temperature; the paper's alpha 10 multiplies Q (= 0.1 here)
-    epsilon: float = 0.2  # eps-greedy / eps-softmax: chance of a uniformly random candidate
-    eval_policy: str = "softmax"  # Tomato's evaluate_q samples softmax(10 Q); Salad's is greedy
-    train_every: int = 5  # episodes between training phases
-    train_iters: int = 40  # gradient steps per training phase
-    # > 0: a training phase takes ceil(train_passes * |replay| / batch_size) gradient steps
-    # instead of train_iters (the paper's ALFWorld code samples 4 x |buffer| per phase)
-    train_passes: float = 0.0
-    train_start: int = 0  # episodes before the first training phase
-    eval_every: int = 20  # episodes between evaluations
-    eval_episodes: int = 10
-    # Standardise encoder features per dimension with the replay buffer's mean/std (refit at
-    # each training phase). Not in the paper (off there): sentence-encoder vectors of
-    # "Observation: ..., Action: ..." differ by ~1e-3 in cosine between actions, which the
-    # MLP barely separates; standardising makes them distinct (docs/differences.md).
-    feature_norm: bool = False
-    # "paper": the paper's ALFWorld admission rule (BufferBalance); "off": every episode once
-    buffer_balance: str = "off"
+    gamma: float = setting(0.99, "discount", paper="0.99", low=0, high=1)
+    lr: float = setting(5e-4, "AdamW learning rate", paper="5e-4", above=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay", paper="0.01 (AdamW's default)",
+                                  low=0)
+    grad_clip: float = setting(1.0, "gradient norm clip", paper="1.0", above=0)
+    hidden: int = setting(64, "width of the Q head's two hidden layers", paper="64", low=1)
+    batch_size: int = setting(64, "transitions per gradient step", unit="transitions",
+                              paper="64 (ALFWorld 128)", low=1)
+    buffer_size: int = setting(4000, "replay buffer capacity (FIFO)", unit="transitions",
+                               paper="4000 (ALFWorld 20000)", low=1)
+    target_update: str = setting("soft", "soft: Polyak-average the target every step (tau); "
+                                 "hard: copy it every target_update_every steps",
+                                 paper="soft (ALFWorld hard)", choices=("soft", "hard"))
+    tau: float = setting(0.005, "soft target update rate", paper="0.005", low=0, high=1)
+    target_update_every: int = setting(20, "hard target update: gradient steps between copies",
+                                       unit="gradient steps", paper="20", low=1)
+    exploration: str = setting(
+        "softmax", "training's acting rule over the candidates: softmax(Q/alpha), eps-greedy, "
+        "eps-softmax (a uniform candidate with probability epsilon, else softmax) or greedy",
+        paper="dqn-prior: softmax (Salad eps-softmax, ALFWorld eps-greedy); "
+        "dqn: eps-greedy",
+        choices=EXPLORATIONS)
+    alpha: float = setting(0.1, "softmax temperature (the paper's alpha 10 multiplies Q)",
+                           paper="0.1 (written alpha=10)", above=0)
+    epsilon: float = setting(0.2, "eps-greedy, eps-softmax: chance of a uniform candidate",
+                             paper="0.2", low=0, high=1)
+    eval_policy: str = setting("softmax", "evaluation's acting rule (as exploration)",
+                               paper="Tomato softmax, Salad and ALFWorld greedy", choices=EXPLORATIONS)
+    train_every: int = setting(5, "episodes between training phases", unit="episodes",
+                               paper="5 (ALFWorld 10)", low=1)
+    train_iters: int = setting(40, "gradient steps per training phase", unit="gradient steps",
+                               paper="40", low=0)
+    train_passes: float = setting(
+        0.0, "> 0: a training phase takes ceil(train_passes x |replay| / batch_size) gradient "
+        "steps instead of train_iters", paper="0 (ALFWorld 4)", low=0)
+    train_start: int = setting(0, "episodes before the first training phase", unit="episodes",
+                               paper="Tomato 0, Salad 20, ALFWorld 40", low=0)
+    eval_every: int = setting(20, "episodes between evaluations", unit="episodes",
+                              paper="20 (ALFWorld 80)", low=1)
+    eval_episodes: int = setting(10, "episodes per evaluation", unit="episodes",
+                                 paper="10 (ALFWorld 26)", low=1)
+    feature_norm: bool = setting(
+        False, "standardise encoder features per dimension with the replay buffer's mean and "
+        "std, refit at each training phase (ours: MiniLM's vectors of different actions differ "
+        "by ~1e-3 in cosine; docs/differences.md)", paper="false")
+    buffer_balance: str = setting("off", "which finished episodes enter the buffer: off = all, "
+                                  "once; paper = the paper's ALFWorld rule (BufferBalance)",
+                                  paper="off (ALFWorld paper)", choices=BUFFER_BALANCES)
 
     def validate(self) -> None:
-        for name in ("exploration", "eval_policy"):
-            if getattr(self, name) not in EXPLORATIONS:
-                raise ValueError(f"{name} must be one of {', '.join(EXPLORATIONS)}")
-        if self.buffer_balance not in BUFFER_BALANCES:
-            raise ValueError(f"buffer_balance must be one of {', '.join(BUFFER_BALANCES)}")
-        if self.target_update not in ("soft", "hard"):
-            raise ValueError("target_update must be soft or hard")
-        for name in ("batch_size", "buffer_size", "train_every", "eval_every", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.train_passes < 0:
-            raise ValueError("train_passes must be >= 0")
-        if self.alpha <= 0 or not 0 <= self.epsilon <= 1:
-            raise ValueError("alpha must be > 0 and epsilon in [0, 1]")
+        check(self)
 
 
 @contextmanager

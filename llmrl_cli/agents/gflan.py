@@ -38,49 +38,48 @@ import torch
 import torch.nn as nn
 
 from ..engine import select_cache
+from ..settings import check, setting
 
 EVAL_POLICIES = ("greedy", "softmax")
 
 
 @dataclass
 class GFlanConfig:
-    """PPO + LoRA hyperparameters (module docstring); defaults as in the spec."""
+    """PPO + LoRA hyperparameters (module docstring). The paper's GFlan code is not public:
+    ``paper`` gives GLAM's values where ours follow them."""
 
-    lr: float = 1e-4  # LoRA adapters and value head (GLAM: 1e-6 on the full model)
-    clip: float = 0.2
-    value_clip: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    epochs: int = 4
-    gamma: float = 0.99
-    gae_lambda: float = 0.99
-    rollout_steps: int = 64  # transitions (all envs together) per PPO update
-    minibatch_size: int = 8
-    kl_beta: float = 0.1  # gflan-prior: weight of KL(pi || p_LLM) (ours: not in the paper)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_targets: str = "all-linear"  # or a comma-separated list of module names
-    value_hidden: int = 256
-    eval_every: int = 20  # episodes between evaluations
-    eval_episodes: int = 10
-    eval_policy: str = "greedy"  # greedy: argmax pi; softmax: sample from pi
-    alpha: float = 1.0  # softmax(log pi / alpha): 1.0 samples pi itself
-    train_every: int = 1  # (the shared loop's counter; PPO updates every rollout_steps)
-    train_start: int = 0
+    lr: float = setting(1e-4, "Adam learning rate of the LoRA adapters and value head",
+                        paper="GLAM 1e-6 on the full model", above=0)
+    clip: float = setting(0.2, "PPO ratio clip eps", paper="GLAM 0.2", above=0)
+    value_clip: float = setting(0.2, "value clip eps_v", paper="GLAM 0.2", low=0)
+    ent_coef: float = setting(0.01, "entropy weight c_H", paper="GLAM 0.01")
+    vf_coef: float = setting(0.5, "value loss weight c_V", paper="GLAM 0.5")
+    max_grad_norm: float = setting(0.5, "gradient norm clip", paper="GLAM 0.5")
+    epochs: int = setting(4, "passes over each rollout per update", paper="GLAM 4", low=1)
+    gamma: float = setting(0.99, "discount", paper="GLAM 0.99", low=0, high=1)
+    gae_lambda: float = setting(0.99, "GAE lambda", paper="GLAM 0.99", low=0, high=1)
+    rollout_steps: int = setting(64, "transitions (all envs together) per PPO update",
+                                 unit="transitions", low=1)
+    minibatch_size: int = setting(8, "transitions per PPO minibatch", unit="transitions", low=1)
+    kl_beta: float = setting(0.1, "gflan-prior: beta, the weight of KL(pi || p_LLM) (ours)",
+                             low=0)
+    lora_r: int = setting(8, "LoRA rank", low=1)
+    lora_alpha: int = setting(16, "LoRA alpha")
+    lora_dropout: float = setting(0.0, "LoRA dropout", low=0, high=1)
+    lora_targets: str = setting("all-linear", "LoRA's modules: all-linear or a comma-separated "
+                                "list of module names")
+    value_hidden: int = setting(256, "width of the value head's hidden layer", low=1)
+    eval_every: int = setting(20, "episodes between evaluations", unit="episodes", low=1)
+    eval_episodes: int = setting(10, "episodes per evaluation", unit="episodes", low=1)
+    eval_policy: str = setting("greedy", "greedy: argmax pi; softmax: sample from pi",
+                               choices=EVAL_POLICIES)
+    alpha: float = setting(1.0, "sampling temperature: softmax(log pi / alpha)", above=0)
+    train_every: int = setting(1, "the shared loop's counter (PPO updates every rollout_steps)",
+                               low=1)
+    train_start: int = setting(0, "the shared loop's counter", low=0)
 
     def validate(self) -> None:
-        if self.eval_policy not in EVAL_POLICIES:
-            raise ValueError(f"eval_policy must be one of {', '.join(EVAL_POLICIES)}")
-        for name in ("epochs", "rollout_steps", "minibatch_size", "lora_r", "eval_every",
-                     "eval_episodes", "value_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not (self.lr > 0 and self.clip > 0 and self.value_clip >= 0 and self.kl_beta >= 0
-                and 0 <= self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.alpha > 0):
-            raise ValueError("lr, clip, alpha must be > 0; value_clip, kl_beta >= 0; gamma and "
-                             "gae_lambda in [0, 1]")
+        check(self)
 
 
 # -- scoring: one prompt forward, actions on its KV cache (with gradients) --------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import unknown_choice
+import inspect
+
+from ..errors import UserError, unknown_choice
 from .alfworld import AlfworldPick
 from .base import TextEnv
 from .frozenlake import FrozenLakeText
@@ -45,9 +47,29 @@ def env_class(name: str) -> type[TextEnv]:
     return REGISTRY[name][0]
 
 
+def env_options(name: str) -> list[str]:
+    """The options (``env_kwargs``, ``--env-option``) the env ``name`` takes."""
+    params = inspect.signature(env_class(name).__init__).parameters.values()
+    return [p.name for p in params if p.name != "self"
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def check_env_options(name: str, options: dict) -> None:
+    """One error line for an option the env ``name`` does not take."""
+    params = inspect.signature(env_class(name).__init__).parameters.values()
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return  # it takes any option
+    unknown = sorted(set(options) - set(env_options(name)))
+    if unknown:
+        raise UserError(f"{name} has no option {', '.join(map(repr, unknown))}; its options: "
+                        f"{', '.join(env_options(name)) or 'none'}")
+
+
 def make(name: str, **kwargs) -> TextEnv:
     """Build the text environment ``name`` (see ``env_names()``)."""
+    check_env_options(name, kwargs)
     return env_class(name)(**kwargs)
 
 
-__all__ = ["TextEnv", "make", "env_class", "env_names", "REGISTRY"]
+__all__ = ["TextEnv", "make", "env_class", "env_names", "env_options", "check_env_options",
+           "REGISTRY"]
