@@ -37,6 +37,7 @@ OFFLINE_PRESET_AGENT_KEYS = ("eval_episodes", "feature_norm")
 
 #: Settings that do not change a run's results (a run may resume or extend across them).
 NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "prior_draw_pool",
+                     "prior_timeout_s", "prior_retries",
                      "encoder_cache_size",
                      "prefix_cache_mb", "prior_batch_kv_mb", "prior_cpu_kernels",
                      "checkpoint_minutes", "eval_overlap")
@@ -96,6 +97,10 @@ class RunConfig:
     prior_model: str = setting("SmolLM2-135M-Instruct", "the LLM: the embedded model, a folder "
                                "or a .gguf", paper="Qwen1.5-7B (Salad 14B, ALFWorld test 32B)")
     prior_url: str | None = setting(None, "vllm: the server (default http://127.0.0.1:8000)")
+    prior_timeout_s: float = setting(120.0, "vllm: seconds a request may take", unit="seconds",
+                                     above=0)
+    prior_retries: int = setting(3, "vllm: retries of a request that failed or got a wrong "
+                                 "answer (with backoff 1, 2, 4, ... s)", low=0)
     prior_mode: str = setting("sample", "sample: k completions projected onto actions; score: "
                               "the LLM's log-probability of each action", paper="sample",
                               choices=PRIOR_MODES, label="prior mode")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -174,11 +175,32 @@ def sweep(runs: list[RunConfig], workers: int = 1, on_done=None, executor: str =
         for cfg in runs:
             finish(run_one(cfg, None, evals))
         return results
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_leave_ctrl_c_to_the_driver)
+    try:
         for future in as_completed([pool.submit(run_one, cfg, threads, evals) for cfg in runs]):
             finish(future.result())
+    except KeyboardInterrupt:  # Ctrl-C: no run starts after it, and the running ones stop now
+        stop_pool(pool)
+        raise
+    pool.shutdown()
     return results
 
+
+def _leave_ctrl_c_to_the_driver() -> None:
+    """A worker ignores Ctrl-C: the driver decides (``stop_pool``), so a worker never moves on
+    to a queued run after it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the runs not started and end the running ones (a kill: they resume from their
+    last checkpoint, which is written atomically)."""
+    # the executor keeps its worker processes in a private mapping, emptied by shutdown
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
 
 def run_in(cwd: str, cfg: RunConfig, threads: int | None = None, evals: list | None = None
            ) -> SweepResult:

@@ -26,8 +26,6 @@ def _run(capsys, *args):
      "llmrl: error: --prior-permutations averages scores: use it with --prior-mode score"),
     (("run", "--prior-url", "http://x:1"),
      "llmrl: error: --prior-url is for --prior vllm (got --prior local)"),
-    (("run", "--prior", "vllm", "--prior-url", "http://127.0.0.1:9", "--episodes", "1"),
-     "llmrl: error: vLLM server at http://127.0.0.1:9 is unreachable after 4 tries"),
     (("prior", "probe", "--prior", "vllm:guess"),
      "llmrl: error: unknown prior mode 'guess'; choose one of: sample, score"),
     (("run", "--k", "x"), "llmrl: error: bad value for --k:"),
@@ -56,6 +54,20 @@ def test_bad_input_is_one_line_and_exit_2(capsys, args, message, tmp_path, monke
     assert code == 2
     assert err.startswith(message)
     assert "\n" not in err and "Traceback" not in err
+
+
+def test_an_unreachable_server_is_retried_a_line_each_then_one_error(capsys, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "run", "--prior", "vllm", "--prior-url", "http://127.0.0.1:9",
+                     "--episodes", "1")
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 4 and "Traceback" not in err
+    for attempt, delay in ((1, 1), (2, 2), (3, 4)):
+        assert lines[attempt - 1].startswith("llmrl: vLLM server at http://127.0.0.1:9: no answer (")
+        assert lines[attempt - 1].endswith(f"; retry {attempt} of 3 in {delay} s")
+    assert lines[3].startswith("llmrl: error: vLLM server at http://127.0.0.1:9 is unreachable "
+                               "after 4 tries (no answer (")
 
 
 def test_bad_yaml_and_unknown_setting(capsys, tmp_path):

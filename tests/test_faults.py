@@ -2,11 +2,16 @@
 ``--overwrite`` keeps the earlier run until the new one starts. Each case ends where an
 uninterrupted run ends, or stops with one line that names the file and the remedy."""
 
+import json
+import time
+
 import pandas as pd
 import pytest
 
 from llmrl_cli.config import build_config
 from llmrl_cli.errors import UserError
+from llmrl_cli.priors import PriorQuery, ProposalCache
+from llmrl_cli.priors.vllm import VLLMPrior
 from llmrl_cli.report import load_results
 from llmrl_cli.runner import Runner
 
@@ -243,3 +248,159 @@ def test_report_shows_seeds_with_different_budgets_apart(tmp_path):
     table = pd.read_csv(tmp_path / "summary.csv")
     assert list(zip(table.experiment, table.episodes, table.seeds)) == [
         ("exp (budget 10)", 10, 1), ("exp (budget 20)", 20, 1)]
+
+
+# -- the served prior and the proposal cache ---------------------------------------------------
+class FakeServer:
+    """An OpenAI-compatible server on 127.0.0.1 serving model "m" whose completions answers are
+    scripted: each request takes the next of ``answers`` (the last one repeats): "good",
+    "fewer", "padded", "reordered", "500", "not-json" or "hang"."""
+
+    def __init__(self, answers: list[str], texts: list[str]):
+        import http.server
+        import threading
+
+        self.answers, self.texts, self.requests = list(answers), texts, 0
+        server_self = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code: int, body: bytes):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._send(200, json.dumps({"data": [{"id": "m"}]}).encode())
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server_self.requests += 1
+                answer = (server_self.answers.pop(0) if len(server_self.answers) > 1
+                          else server_self.answers[0])
+                n = len(body["prompt"]) * body["n"]
+                choices = [{"index": i, "text": server_self.texts[i % len(server_self.texts)]}
+                           for i in range(n)]
+                if answer == "hang":
+                    time.sleep(2)
+                    return
+                if answer == "500":
+                    return self._send(500, b"engine died")
+                if answer == "not-json":
+                    return self._send(200, b"<html>proxy error</html>")
+                if answer == "fewer":
+                    choices = choices[:-2]
+                if answer == "padded":
+                    choices.append({"index": n, "text": "extra"})
+                if answer == "reordered":
+                    choices.reverse()
+                self._send(200, json.dumps({"choices": choices, "usage": {}}).encode())
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+QUERY = PriorQuery(prompt="Where now?", actions=("left", "right", "up", "down"))
+TEXTS = ["left", "right", "up", "down", "up"]
+
+
+def _served(server, cache, **kw):
+    return VLLMPrior(url=server.url, model="m", cache=cache, backoff=0.01, **kw)
+
+
+def test_a_served_prior_retries_a_wrong_answer_and_caches_only_a_good_one(tmp_path, capsys):
+    server = FakeServer(["fewer", "reordered"], TEXTS)
+    cache = ProposalCache(tmp_path / "proposals.sqlite")
+    try:
+        # the right choice for each index, even in another order
+        assert _served(server, cache).propose([QUERY], 5) == [TEXTS]
+    finally:
+        server.close()
+    assert server.requests == 2
+    assert (f"llmrl: vLLM server at {server.url}: a wrong answer (3 choices for 5): "
+            in capsys.readouterr().err)
+    assert len(cache) == 1
+
+
+@pytest.mark.parametrize("answer, said", [
+    ("fewer", "gave a wrong answer (3 choices for 5): "),
+    ("padded", "gave a wrong answer (6 choices for 5): "),
+    ("500", "gave HTTP 500: engine died after 3 tries"),
+    ("not-json", "gave an answer that is not JSON: b'<html>proxy error</html>' after 3 tries"),
+    ("hang", "is unreachable after 3 tries (no answer ("),
+])
+def test_a_served_prior_that_keeps_answering_wrong_stops_with_one_line(tmp_path, answer, said):
+    server = FakeServer([answer], TEXTS)
+    cache = ProposalCache(tmp_path / "proposals.sqlite")
+    try:
+        with pytest.raises(UserError) as err:
+            _served(server, cache, retries=2, timeout=0.5).propose([QUERY], 5)
+    finally:
+        server.close()
+    assert said in str(err.value) and "\n" not in str(err.value)
+    assert server.requests == 3 and len(cache) == 0  # nothing wrong was kept
+
+
+def test_two_servers_serving_one_model_name_do_not_share_answers(tmp_path):
+    cache = ProposalCache(tmp_path / "proposals.sqlite")
+    first, second = FakeServer(["good"], ["left"]), FakeServer(["good"], ["right"])
+    try:
+        assert _served(first, cache).propose([QUERY], 5) == [["left"] * 5]
+        assert _served(second, cache).propose([QUERY], 5) == [["right"] * 5]
+    finally:
+        first.close()
+        second.close()
+    assert len(cache) == 2
+
+
+def test_a_corrupt_cache_file_is_moved_aside_and_a_garbled_entry_recomputed(tmp_path, capsys):
+    path = tmp_path / "proposals.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    server = FakeServer(["good"], TEXTS)
+    try:
+        assert _served(server, ProposalCache(path)).propose([QUERY], 5) == [TEXTS]
+        assert (tmp_path / "proposals.sqlite.corrupt-1").read_bytes().startswith(b"this is not")
+        assert "moved it to" in capsys.readouterr().err
+        import sqlite3
+
+        with sqlite3.connect(path) as db:  # damage the one entry
+            db.execute("UPDATE proposals SET value = '[\"left\", '")
+        assert _served(server, ProposalCache(path)).propose([QUERY], 5) == [TEXTS]
+        assert server.requests == 2  # the garbled entry was asked again, not used
+    finally:
+        server.close()
+
+
+def test_ctrl_c_stops_a_sweep_and_its_workers_and_starts_no_other_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("env: frozenlake\nalgo: dqn\nepisodes: 300\nagent: {eval_every: 100}\n"
+                    "sweep:\n  seed: [0, 1, 2, 3, 4, 5]\n")
+    out = tmp_path / "results"
+    sweep = subprocess.Popen(  # in its own process group, with Ctrl-C's default action
+        [sys.executable, "-m", "llmrl_cli.cli", "sweep", str(grid), "--workers", "2", "--out",
+         str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while len(list(out.rglob("seed_*.yaml"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)  # until both workers have started a run
+    assert sweep.poll() is None, sweep.communicate()[1].decode()[-2000:]
+    os.killpg(sweep.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130
+    assert err.decode().rstrip().endswith(
+        "llmrl: interrupted (start the same command again: it resumes from the last checkpoint)")
+    assert len(list(out.rglob("seed_*.yaml"))) == 2  # no run started after the Ctrl-C

@@ -81,7 +81,8 @@ def make_prior(cfg, device: str) -> ActionPrior:
     else:
         from .vllm import DEFAULT_URL, VLLMPrior
 
-        prior = VLLMPrior(url=cfg.prior_url or DEFAULT_URL, **llm_settings)
+        prior = VLLMPrior(url=cfg.prior_url or DEFAULT_URL, timeout=cfg.prior_timeout_s,
+                          retries=cfg.prior_retries, **llm_settings)
     if cfg.prior_uniform_mix > 0:
         prior = UniformMixPrior(seed=cfg.seed, base=prior, eps=cfg.prior_uniform_mix)
     return prior

@@ -2,7 +2,9 @@
 
 One SQLite file (WAL mode, so several runs may share it), fronted by an in-memory dict. Values
 are JSON (the raw completions for ``sample`` mode), so the projection rule can change without
-invalidating the cache. The file is opened on first use (runs whose prior never asks an LLM never
+invalidating the cache. A file that is not a readable database is moved aside (one warning) and
+a new one started; an entry that does not parse is dropped and computed again (the priors also
+drop entries of the wrong shape, ``drop``). The file is opened on first use (runs whose prior never asks an LLM never
 touch it), and SQLite's "database is locked" answers are retried with backoff: two processes
 creating the file at once can deadlock on the journal-mode switch, which SQLite reports at once
 instead of waiting.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -52,13 +55,43 @@ class ProposalCache:
     def _connection(self) -> sqlite3.Connection | None:
         if self._db is None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                self._db = self._open()
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.OperationalError) and (
+                        "locked" in str(exc) or "busy" in str(exc)):
+                    raise
+                aside = self._move_aside()
+                print(f"llmrl: warning: the proposal cache {self.path} cannot be read ({exc}); "
+                      f"moved it to {aside} and started a new one", file=sys.stderr)
+                self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
             _retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
             _retry_locked(lambda: db.execute(
                 "CREATE TABLE IF NOT EXISTS proposals (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
             ))
-            self._db = db
-        return self._db
+            db.execute("SELECT key, value FROM proposals LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self) -> Path:
+        """Move the unreadable file (and its WAL files) to ``<name>.corrupt-<i>``."""
+        i = 1
+        while self.path.with_name(f"{self.path.name}.corrupt-{i}").exists():
+            i += 1
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{i}")
+        self.path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            extra = self.path.with_name(self.path.name + suffix)
+            if extra.exists():
+                extra.replace(aside.with_name(aside.name + suffix))
+        return aside
 
     def _remember(self, items: dict[str, Any]) -> None:
         self._memory.update(items)
@@ -78,7 +111,14 @@ class ProposalCache:
                 chunk = todo[start : start + 500]
                 query = f"SELECT key, value FROM proposals WHERE key IN ({','.join('?' * len(chunk))})"
                 rows = _retry_locked(lambda q=query, c=chunk: db.execute(q, c).fetchall())
-                loaded = {key: json.loads(value) for key, value in rows}
+                loaded, garbled = {}, []
+                for key, value in rows:
+                    try:
+                        loaded[key] = json.loads(value)
+                    except (ValueError, TypeError):
+                        garbled.append(key)
+                if garbled:
+                    self.drop(garbled)
                 found.update(loaded)
                 self._remember(loaded)
         return found
@@ -95,6 +135,19 @@ class ProposalCache:
                     db.executemany("INSERT OR IGNORE INTO proposals (key, value) VALUES (?, ?)", rows)
 
             _retry_locked(write)
+
+    def drop(self, keys: list[str]) -> None:
+        """Forget these entries (garbled, or of the wrong shape), to be computed again."""
+        for key in keys:
+            self._memory.pop(key, None)
+        db = self._connection() if keys else None
+        if db is not None:
+            def delete() -> None:
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.executemany("DELETE FROM proposals WHERE key = ?", [(k,) for k in keys])
+
+            _retry_locked(delete)
 
     def __len__(self) -> int:
         db = self._connection()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from ..seeding import stable_seed
 from .base import ActionPrior, PriorQuery, frequencies
 from .cache import ProposalCache, cache_key
@@ -110,24 +111,37 @@ class LLMPrior(ActionPrior):
         raise NotImplementedError
 
     # -- cached calls ---------------------------------------------------------------------
+    def _key_parts(self) -> dict:
+        """What else defines the backend's answers (a server's URL), for the cache key."""
+        return {}
+
     def _sample_key(self, prompt: str, k: int, draw: int) -> str:
         return cache_key(backend=self.backend, model=self.model, prompt=prompt, mode="sample",
                          k=k, temperature=self.temperature, top_p=self.top_p,
                          max_new_tokens=self.max_new_tokens, chat=self.chat_template,
-                         stop_on_newline=self.stop_on_newline, seed=self.seed, draw=draw)
+                         stop_on_newline=self.stop_on_newline, seed=self.seed, draw=draw,
+                         **self._key_parts())
 
     def _score_key(self, prompt: str, candidates: tuple[str, ...]) -> str:
         return cache_key(backend=self.backend, model=self.model, prompt=prompt, mode="score",
-                         candidates=list(candidates), chat=self.chat_template)
+                         candidates=list(candidates), chat=self.chat_template,
+                         **self._key_parts())
 
-    def _cached(self, keys: list[str], jobs: dict[str, object], compute,
+    def _cached(self, keys: list[str], jobs: dict[str, object], compute, valid,
                 ahead=None) -> dict:
         """Look ``keys`` up; run ``compute`` on the jobs (key -> input) the cache lacks.
 
         Counts every key as one query, and as a cache hit when it was found without the model.
         ``ahead(todo)``: more jobs (key -> input) to compute in the same model call and store,
-        unless the cache has them (later draw blocks of the prompts asked; ``draw_pool``)."""
+        unless the cache has them (later draw blocks of the prompts asked; ``draw_pool``).
+        ``valid(job, answer)``: whether an answer has the shape its job needs; a cached one
+        without it is dropped and computed again, a computed one without it is an error."""
         found = self.cache.get_many(keys) if self.cache is not None else {}
+        bad = [key for key, value in found.items() if not valid(jobs[key], value)]
+        if bad:
+            self.cache.drop(bad)
+            for key in bad:
+                del found[key]
         self.stats.calls += 1
         self.stats.queries += len(keys)
         self.stats.cache_hits += sum(key in found for key in keys)
@@ -142,6 +156,10 @@ class LLMPrior(ActionPrior):
             self.stats.model_queries += sum(key in jobs for key in todo)
             new = dict(zip(todo, compute(list(todo.values()))))
             self.stats.seconds += time.perf_counter() - started
+            wrong = [key for key, job in todo.items() if not valid(job, new.get(key))]
+            if wrong:  # never cached: a later run would reuse it
+                raise UserError(f"the {self.backend} prior gave an answer of the wrong shape, "
+                                f"{str(new.get(wrong[0]))[:200]}; it was not cached")
             if self.cache is not None:
                 self.cache.put_many(new)
             found.update(new)
@@ -158,7 +176,11 @@ class LLMPrior(ActionPrior):
             return {self._sample_key(prompt, k, b): (prompt, b) for prompt, draw in todo.values()
                     for b in range(draw + 1, draw + self.draw_pool)}
 
-        found = self._cached(keys, jobs, lambda todo: self._generate(todo, k), ahead)
+        def valid(job, texts) -> bool:
+            return (isinstance(texts, list) and len(texts) == k
+                    and all(isinstance(t, str) for t in texts))
+
+        found = self._cached(keys, jobs, lambda todo: self._generate(todo, k), valid, ahead)
         return [found[key] for key in keys]
 
     def scores(self, queries: list[PriorQuery]) -> list[list[list[float]]]:
@@ -175,8 +197,12 @@ class LLMPrior(ActionPrior):
             plan.append(row)
         keys = [key for row in plan for key, _ in row]
 
+        def valid(job, logps) -> bool:
+            return (isinstance(logps, list) and len(logps) == len(job[1])
+                    and all(isinstance(v, (int, float)) and not math.isnan(v) for v in logps))
+
         found = self._cached(keys, jobs, lambda items: self._score(
-            [prompt for prompt, _ in items], [list(actions) for _, actions in items]))
+            [prompt for prompt, _ in items], [list(actions) for _, actions in items]), valid)
         return [[found[key] for key, _ in row] for row in plan]
 
     # -- ActionPrior ----------------------------------------------------------------------
