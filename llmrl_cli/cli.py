@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -685,6 +686,13 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # output piped into a reader that stopped (`| head`)
         sys.stderr.close()
         sys.exit(0)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"llmrl: error: no space left on the device{where}; free some and start the same "
+              "command again (a run resumes from its last checkpoint)", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         _interrupted(argv)
         sys.exit(130)

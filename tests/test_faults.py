@@ -404,3 +404,36 @@ def test_ctrl_c_stops_a_sweep_and_its_workers_and_starts_no_other_run(tmp_path):
     assert err.decode().rstrip().endswith(
         "llmrl: interrupted (start the same command again: it resumes from the last checkpoint)")
     assert len(list(out.rglob("seed_*.yaml"))) == 2  # no run started after the Ctrl-C
+
+
+def test_a_full_disk_stops_a_run_with_one_line_and_it_resumes_whole(tmp_path, capsys,
+                                                                    monkeypatch):
+    import errno
+    import os
+
+    from llmrl_cli.cli import main
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):  # the fifth file write of the run finds no space
+        calls.append(fd)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    args = ["run", "--env", "frozenlake", "--algo", "dqn", "--episodes", "15", "--seed", "0",
+            "--out", str(tmp_path / "killed" / "results"), "--device", "cpu"]
+    config = tmp_path / "mine.yaml"
+    config.write_text("eval_overlap: false\nagent: {eval_every: 5, eval_episodes: 2}\n")
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--config", str(config)])
+    err = capsys.readouterr().err.rstrip().splitlines()  # the run's header and progress first
+    assert exc.value.code == 2 and err[-1].startswith("llmrl: error: no space left on the device")
+    folder = tmp_path / "killed" / "results" / "default" / "frozenlake" / "dqn"
+    episodes = list(pd.read_csv(folder / "seed_0.csv").episode)  # whole rows only
+    assert episodes and episodes == [0, 5, 10, 15][: len(episodes)] and len(episodes) < 4
+    assert not list(folder.glob("*.tmp"))
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space again: the same command resumes
+    main([*args, "--config", str(config)])
+    pd.testing.assert_frame_equal(_table(folder / "seed_0.csv"), _reference(tmp_path))

@@ -36,10 +36,14 @@ from ..errors import UserError
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a kill leaves the old file or the new, whole."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:  # a full disk, say: the old file stays, the partial copy goes
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
