@@ -28,7 +28,7 @@ the run trained on (``DATASET_PAPER``, ``collected:<policy>`` or the ``--dataset
 from __future__ import annotations
 
 import csv
-import os
+import io
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -262,25 +262,21 @@ class OfflineRunner(Loop):
         self.encoder.stats.__dict__.update(state["encoder_stats"].__dict__)
         self.optimal_hits, self.optimal_seen = state["optimal"]
         self.store.restore_rows(state)  # the rows it covers, checked against the CSV
-        if self.csv_path.exists():
-            self._add_dataset_column()
+        self._add_dataset_column()
 
     def _add_dataset_column(self) -> None:
         """A CSV written before the ``dataset`` column existed gets it (this run's label), so
         that the rows appended now line up with its header."""
-        with self.csv_path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or "dataset" in reader.fieldnames:
-                return
-            rows = list(reader)
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.csv_columns, restval="")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({**row, "dataset": self.dataset_label})
-        os.replace(tmp, self.csv_path)
-        self.store.csv_text = self.csv_path.read_bytes().decode()
+        reader = csv.DictReader(io.StringIO(self.store.csv_text))
+        if reader.fieldnames is None or "dataset" in reader.fieldnames:
+            return
+        rows = list(reader)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.csv_columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "dataset": self.dataset_label})
+        self.store.replace_rows(out.getvalue())
 
     # -- the loop -------------------------------------------------------------------------
     def _run(self) -> Path:

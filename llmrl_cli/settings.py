@@ -55,6 +55,7 @@ def check(config: Any) -> None:
         raise ValueError(f"{name} must be {'>=' if low is not None else '>'} "
                          f"{low if low is not None else above:g}, got {value}")
 
+
 def documented(cls: type) -> dict[str, dict[str, str]]:
     """Per field of ``cls`` declared with ``setting``: its doc, unit and paper value."""
     return {f.name: {"doc": f.metadata["doc"], "unit": f.metadata["unit"],

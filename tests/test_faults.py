@@ -56,21 +56,17 @@ def _resume(cfg):
     return table, logs
 
 
-def test_a_deleted_csv_is_restored_from_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("damage, said", [
+    (lambda csv: csv.unlink(), "is missing"),
+    # a kill (or a full disk) in the middle of a row
+    (lambda csv: csv.write_bytes(csv.read_bytes()[:-25]), "was cut short"),
+])
+def test_a_missing_or_cut_csv_is_restored_from_the_checkpoint(tmp_path, damage, said):
     cfg = _killed_after_eval_at(tmp_path, 10)
     csv = cfg.stem.with_suffix(".csv")
-    csv.unlink()
+    damage(csv)
     table, logs = _resume(cfg)
-    assert logs[0] == f"{csv} is missing; restored its 3 rows from the checkpoint"
-    pd.testing.assert_frame_equal(table, _reference(tmp_path))
-
-
-def test_a_csv_cut_mid_line_is_restored_from_the_checkpoint(tmp_path):
-    cfg = _killed_after_eval_at(tmp_path, 10)
-    csv = cfg.stem.with_suffix(".csv")
-    csv.write_bytes(csv.read_bytes()[:-25])  # a kill (or a full disk) in the middle of a row
-    table, logs = _resume(cfg)
-    assert logs[0] == f"{csv} was cut short; restored its 3 rows from the checkpoint"
+    assert logs[0] == f"{csv} {said}; restored its 3 rows from the checkpoint"
     pd.testing.assert_frame_equal(table, _reference(tmp_path))
 
 

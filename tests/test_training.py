@@ -1,6 +1,7 @@
 """The training package's small parts: the run-ahead schedule and the run store."""
 
 import pytest
+import torch
 
 from llmrl_cli.config import build_config
 from llmrl_cli.errors import UserError
@@ -45,6 +46,23 @@ def test_the_store_appends_rows_keeps_them_on_resume_and_refuses_another_config(
     assert replacing.open() is None and store.csv_path.exists()  # not moved before the start
     replacing.start()
     assert not store.csv_path.exists() and "k: 3" in store.yaml_path.read_text()
+
+
+def test_a_csv_kept_aside_never_replaces_one_kept_before(tmp_path):
+    cfg = build_config({"env": "frozenlake", "algo": "dqn", "out": str(tmp_path)})
+    store = RunStore(cfg, log=lambda *_: None)
+    store.open()
+    store.start()
+    store.append_row({"episode": 0}, ["episode"])
+    store.save_checkpoint({"csv_rows": 1})
+    state = torch.load(store.ckpt_path, weights_only=False)
+    for edit in ("episode\r\n7\r\n", "episode\r\n8\r\n"):
+        store.csv_path.write_bytes(edit.encode())
+        store.restore_rows(state)
+        assert store.csv_path.read_bytes() == b"episode\r\n0\r\n"
+    kept = {p.name: p.read_bytes() for p in cfg.run_dir.glob("seed_0.changed*.csv")}
+    assert kept == {"seed_0.changed.csv": b"episode\r\n7\r\n",
+                    "seed_0.changed-2.csv": b"episode\r\n8\r\n"}
 
 def test_the_evaluator_plays_its_episodes_in_batches_of_its_envs_on_its_own_stream():
     import torch

@@ -142,11 +142,6 @@ class Loop:
         """Called with the queries of each batch before the prior sees them (the online loop
         notes them for ``run_ahead``)."""
 
-    @property
-    def runs_ahead(self) -> bool:
-        """Whether envs run ahead of one another (``run_ahead``; the online loop)."""
-        return False
-
     def decide(self, states: list[StepState], agents: list | None = None,
                streams: list[str] | None = None) -> list[Decision]:
         """Candidates, their features and Q-values for a batch of states. ``agents``: the agent

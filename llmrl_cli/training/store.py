@@ -209,13 +209,28 @@ class RunStore:
             elif saved.startswith(current):
                 self.log(f"{self.csv_path} was cut short; {note}")
             else:
-                aside = self.csv_path.with_name(f"{self.cfg.stem.name}.changed.csv")
+                aside = self._free_name("changed", ".csv")
                 os.replace(self.csv_path, aside)
                 self.log(f"{self.csv_path} was changed since its checkpoint; kept it as {aside} "
                          f"and {note}")
         self.csv_text = saved
         if current != saved and (saved or current is not None):
             write_atomically(self.csv_path, saved.encode())
+
+    def replace_rows(self, text: str) -> None:
+        """Rewrite the CSV as ``text`` (a migrated header, say), atomically."""
+        self.csv_text = text
+        write_atomically(self.csv_path, text.encode())
+
+    def _free_name(self, label: str, suffix: str) -> Path:
+        """``seed_<n>.<label><suffix>``, or ``seed_<n>.<label>-<i><suffix>`` when an earlier
+        one is there: a file kept aside never replaces another."""
+        name, i = self.cfg.stem.name, 1
+        path = self.cfg.run_dir / f"{name}.{label}{suffix}"
+        while path.exists():
+            i += 1
+            path = self.cfg.run_dir / f"{name}.{label}-{i}{suffix}"
+        return path
 
 
 def _first_line(exc: BaseException) -> str:
