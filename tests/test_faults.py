@@ -10,6 +10,7 @@ import pytest
 
 from llmrl_cli.config import build_config
 from llmrl_cli.errors import UserError
+from llmrl_cli.evaluate import EvalSpec, evaluate_run
 from llmrl_cli.priors import PriorQuery, ProposalCache
 from llmrl_cli.priors.vllm import VLLMPrior
 from llmrl_cli.report import load_results
@@ -109,6 +110,17 @@ def test_without_a_readable_checkpoint_a_resume_stops_with_one_line(tmp_path):
     assert message.startswith(f"{ckpt} cannot be read (") and "\n" not in message
     assert message.endswith("and there is no earlier checkpoint; pass --overwrite to run it "
                             "again")
+
+
+def test_evaluate_names_a_checkpoint_it_cannot_read(tmp_path):
+    cfg = _cfg(tmp_path)
+    Runner(cfg, log=lambda *_: None).run()
+    ckpt = cfg.stem.with_name("seed_0.ckpt.pt")
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # the finished run's checkpoint, cut
+    with pytest.raises(UserError) as err:
+        evaluate_run(cfg, EvalSpec(episodes=1), log=lambda *_: None)
+    assert str(err.value).startswith(f"{ckpt} cannot be read (")
+    assert "\n" not in str(err.value)
 
 
 def test_overwrite_moves_the_old_run_aside_only_when_the_new_one_starts(tmp_path):

@@ -92,46 +92,79 @@ class Dataset:
         return path
 
 
-def _rows(path: Path) -> Iterable[dict]:
+def _rows(path: Path) -> Iterable[tuple[int, dict]]:
+    """(line number, JSON object) for each non-blank line."""
     with path.open() as f:
         for number, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"dataset {str(path)!r} line {number} is not JSON: "
                                     f"{exc.msg}") from None
+                if not isinstance(row, dict):
+                    raise UserError(f"dataset {str(path)!r} line {number} is not a JSON object")
+                yield number, row
 
 
-def _transition(row: dict, episode: int, t: int) -> Transition:
+#: each transition field and what it must hold
+FIELDS = {"obs_text": "a text", "actions": "a list of texts", "action": "a text",
+          "reward": "a number", "next_obs_text": "a text", "next_actions": "a list of texts",
+          "done": "true or false"}
+
+
+def _field_is_valid(name: str, value) -> bool:
+    if name in ("obs_text", "action", "next_obs_text"):
+        return isinstance(value, str)
+    if name in ("actions", "next_actions"):
+        return isinstance(value, list) and all(isinstance(a, str) for a in value)
+    if name == "reward":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, bool) or value in (0, 1)  # done
+
+
+def _transition(row: dict, episode: int, t: int, where: str) -> Transition:
+    """A checked transition; ``where`` (file and line) names a bad row in its one-line error."""
+    for name, kind in FIELDS.items():
+        if name not in row:
+            raise UserError(f"{where} lacks the field {name!r}")
+        if not _field_is_valid(name, row[name]):
+            raise UserError(f"{where}: {name} must be {kind}, not {row[name]!r}")
+    if row["action"] not in row["actions"]:
+        raise UserError(f"{where}: the action {row['action']!r} is not among its admissible "
+                        "actions")
     return Transition(episode=episode, t=t, obs_text=row["obs_text"],
                       actions=tuple(row["actions"]), action=row["action"],
                       reward=float(row["reward"]), next_obs_text=row["next_obs_text"],
                       next_actions=tuple(row["next_actions"]), done=bool(row["done"]))
 
 
-def from_paper_rows(rows: Iterable[dict], env: str) -> Dataset:
+def from_paper_rows(rows: Iterable[dict], env: str, where: str = "row") -> Dataset:
     """A Dataset from the paper's rows (dicts of its JSON-lines fields), in their order.
 
     The paper's data has no episode ids: an episode ends where a transition is done or the
     next one does not start from its ``next_obs_text``. The instruction is the first row's."""
     data: Dataset | None = None
     episode, t, previous = 0, 0, None
-    for row in rows:
+    for number, row in enumerate(rows, 1):
         if data is None:
+            if not isinstance(row.get("instruction"), str):
+                raise UserError(f"{where} {number} has no instruction text (neither an "
+                                f"{FORMAT} file nor the paper's JSON lines)")
             data = Dataset(env, row["instruction"])
         if previous is not None:
-            if previous.done or row["obs_text"] != previous.next_obs_text:
+            if previous.done or row.get("obs_text") != previous.next_obs_text:
                 episode, t = episode + 1, 0
             else:
                 t += 1
-        previous = _transition(row, episode, t)
+        previous = _transition(row, episode, t, f"{where} {number}")
         data.transitions.append(previous)
     return data if data is not None else Dataset(env, "")
 
 
 def load_dataset(path: Path | str, env: str | None = None) -> Dataset:
-    """Our format, or the paper's JSON lines (episodes rebuilt); ``env`` names the latter's env."""
+    """Our format, or the paper's JSON lines (episodes rebuilt); ``env`` names the latter's env.
+    A row that is not a valid transition is one UserError naming its line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"dataset {str(path)!r} does not exist")
@@ -139,17 +172,23 @@ def load_dataset(path: Path | str, env: str | None = None) -> Dataset:
     first = next(rows, None)
     if first is None:
         raise UserError(f"dataset {str(path)!r} is empty")
-    try:
-        if first.get("format") == FORMAT:
-            if first.get("version") != VERSION:
-                raise UserError(f"dataset {str(path)!r} has version {first.get('version')}; "
-                                f"this llmrl reads version {VERSION}")
-            data = Dataset(first["env"], first["instruction"])
-            data.transitions = [Transition(**{**r, "actions": tuple(r["actions"]),
-                                              "next_actions": tuple(r["next_actions"])})
-                                for r in rows]
-            return data
-        return from_paper_rows([first, *rows], env or "")
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"dataset {str(path)!r} is neither an {FORMAT} file nor the paper's "
-                        f"JSON lines (missing field {exc})") from None
+    _, header = first
+    if header.get("format") != FORMAT:
+        numbered = [first, *rows]
+        data = from_paper_rows((row for _, row in numbered), env or "",
+                               where=f"dataset {str(path)!r} row")
+        return data
+    if header.get("version") != VERSION:
+        raise UserError(f"dataset {str(path)!r} has version {header.get('version')}; "
+                        f"this llmrl reads version {VERSION}")
+    for name in ("env", "instruction"):
+        if not isinstance(header.get(name), str):
+            raise UserError(f"dataset {str(path)!r} line 1 lacks the text field {name!r}")
+    data = Dataset(header["env"], header["instruction"])
+    for number, row in rows:
+        where = f"dataset {str(path)!r} line {number}"
+        for name in ("episode", "t"):
+            if not isinstance(row.get(name), int) or isinstance(row.get(name), bool):
+                raise UserError(f"{where}: {name} must be a whole number, not {row.get(name)!r}")
+        data.transitions.append(_transition(row, row["episode"], row["t"], where))
+    return data

@@ -47,6 +47,21 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class CheckpointUnreadable(UserError):
+    """A checkpoint file that is truncated, empty or garbled."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's state; an unreadable file is one ``CheckpointUnreadable`` naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated, empty or garbled file
+        raise CheckpointUnreadable(f"{path} cannot be read ({_first_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise CheckpointUnreadable(f"{path} cannot be read (not an llmrl checkpoint)")
+    return state
+
+
 class RunStore:
     """The files of the run ``cfg`` (module docstring); ``overwrite`` replaces earlier results
     of another configuration instead of refusing to touch them; ``log`` takes the one-line
@@ -109,15 +124,15 @@ class RunStore:
     def _load_checkpoint(self) -> dict:
         """The latest readable checkpoint: the last one, else the one before it."""
         try:
-            return torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a truncated, empty or garbled file
-            problem = f"{self.ckpt_path} cannot be read ({_first_line(exc)})"
+            return read_checkpoint(self.ckpt_path)
+        except CheckpointUnreadable as exc:
+            problem = str(exc)
         if self.prev_ckpt_path.exists():
             try:
-                state = torch.load(self.prev_ckpt_path, map_location="cpu", weights_only=False)
+                state = read_checkpoint(self.prev_ckpt_path)
                 self.log(f"{problem}; resuming from the previous one, {self.prev_ckpt_path}")
                 return state
-            except Exception:
+            except CheckpointUnreadable:
                 pass
         raise UserError(f"{problem} and there is no earlier checkpoint; pass --overwrite to run "
                         "it again")
