@@ -495,24 +495,27 @@ def config_show(
 ) -> None:
     """Print the settings a run of ENV x ALGO would use, each with where it comes from (its
     default, the env's preset, the YAML file or a flag) and the paper's value."""
-    from .config import RunConfig, build_config, load_yaml
+    from .config import CONCERNS, RunConfig, build_config, load_yaml
     from .settings import documented
 
     sources: dict[str, str] = {}
     cfg = build_config(load_yaml(config) if config else None, sources=sources, env=env,
                        algo=algo, prior=prior)
     docs = documented(RunConfig)
-    rows = [(name, getattr(cfg, name), docs[name]) for name in docs if name != "agent"]
-    rows += [(f"agent.{name}", getattr(cfg.agent, name), doc)
-             for name, doc in documented(type(cfg.agent)).items()]
-    width = max(len(name) for name, _, _ in rows)
+    groups = {concern: [(name, getattr(cfg, name), docs[name]) for name in names]
+              for concern, names in CONCERNS.items() if concern != "agent"}
+    groups["agent"] = [(f"agent.{name}", getattr(cfg.agent, name), doc)
+                       for name, doc in documented(type(cfg.agent)).items()]
+    width = max(len(name) for rows in groups.values() for name, _, _ in rows)
     typer.echo(f"{'setting':<{width}}  {'value':<24}  {'source':<16}  paper")
-    for name, value, doc in rows:
-        typer.echo(f"{name:<{width}}  {value!r:<24}  {sources.get(name, 'default'):<16}  "
-                   f"{doc['paper'] or '-'}".rstrip())
-        if explain:
-            unit = f" [{doc['unit']}]" if doc["unit"] else ""
-            typer.echo(f"{'':<{width}}  {doc['doc']}{unit}")
+    for concern, rows in groups.items():
+        typer.echo(f"# {concern}")
+        for name, value, doc in rows:
+            typer.echo(f"{name:<{width}}  {value!r:<24}  {sources.get(name, 'default'):<16}  "
+                       f"{doc['paper'] or '-'}".rstrip())
+            if explain:
+                unit = f" [{doc['unit']}]" if doc["unit"] else ""
+                typer.echo(f"{'':<{width}}  {doc['doc']}{unit}")
 
 
 @prior_app.command("export")

@@ -180,6 +180,25 @@ class RunConfig:
         return identity_of(self.to_dict())
 
 
+#: RunConfig's settings by concern, in the order ``llmrl config show`` prints them. YAML keys
+#: stay flat, each the name of its flag (``prior_model`` is ``--prior-model``); every setting is
+#: in exactly one group (tests/test_cli.py checks).
+CONCERNS: dict[str, tuple[str, ...]] = {
+    "run": ("algo", "episodes", "seed", "num_envs", "device", "experiment", "out",
+            "checkpoint_minutes", "eval_overlap", "run_ahead", "dataset", "max_transitions"),
+    "env": ("env", "env_kwargs"),
+    "prior": ("prior", "prior_model", "prior_url", "prior_timeout_s", "prior_retries",
+              "prior_mode", "prior_permutations", "prior_uniform_mix", "projection",
+              "stop_on_newline", "prior_draws", "prior_draw_pool", "chat_template",
+              "temperature", "top_p", "max_new_tokens", "k", "history_length",
+              "baseline_candidates", "prior_cache"),
+    "encoder": ("encoder", "pooling", "encoder_cache_size"),
+    "local engine (same results)": ("prefix_cache_mb", "prior_batch_kv_mb", "prior_dtype",
+                                    "prior_cpu_kernels"),
+    "agent": ("agent",),
+}
+
+
 def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings without those that do not change results (NON_IDENTITY_*), with names
     earlier versions wrote translated (LEGACY_PROJECTIONS, REMOVED_AGENT_SETTINGS)."""

@@ -1,8 +1,10 @@
+import dataclasses
 import re
 
 import pytest
 
 from llmrl_cli.cli import main
+from llmrl_cli.config import CONCERNS, RunConfig
 
 
 def _run(capsys, *args):
@@ -189,8 +191,8 @@ def test_config_show_prints_each_setting_with_its_source(capsys, tmp_path):
     main(["config", "show", "--env", "overcooked-salad", "--algo", "dqn-prior", "--config",
           str(config)])
     # setting, value, source, the paper's value: columns two or more spaces apart
-    rows = {cols[0]: cols[1:] for cols in
-            (re.split(r"\s{2,}", line) for line in capsys.readouterr().out.splitlines())}
+    shown = capsys.readouterr().out.splitlines()
+    rows = {cols[0]: cols[1:] for cols in (re.split(r"\s{2,}", line) for line in shown)}
     assert rows["setting"] == ["value", "source", "paper"]
     assert rows["env"] == ["'overcooked-salad'", "flag", "-"]
     # the paper's Salad script
@@ -199,6 +201,11 @@ def test_config_show_prints_each_setting_with_its_source(capsys, tmp_path):
     assert rows["k"] == ["3", "yaml", "5 (ALFWorld test 15)"]
     assert rows["agent.lr"] == ["0.001", "yaml", "5e-4"]
     assert rows["temperature"] == ["1.0", "default", "1.0 (ALFWorld test 0.8)"]
+    # grouped by concern, every setting once
+    headings = [line for line in shown if line.startswith("# ")]
+    assert headings == [f"# {concern}" for concern in CONCERNS]
+    assert sorted(n for names in CONCERNS.values() for n in names) == sorted(
+        f.name for f in dataclasses.fields(RunConfig))
     main(["config", "show", "--algo", "dqn", "--explain"])
     lines = capsys.readouterr().out.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("agent.batch_size "))
