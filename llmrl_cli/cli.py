@@ -467,8 +467,10 @@ def envs() -> None:
     """List the environments."""
     from .envs import REGISTRY
 
-    for name, (_, text) in REGISTRY.items():
-        typer.echo(f"{name:20s} {text}")
+    typer.echo(f"{'name':20s} {'actions':9s} {'expert':7s} description")
+    for name, (cls, text) in REGISTRY.items():
+        typer.echo(f"{name:20s} {cls.action_count:9s} {'yes' if cls.has_expert() else 'no':7s} "
+                   f"{text}")
 
 
 @app.command()

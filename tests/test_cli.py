@@ -14,9 +14,14 @@ def _run(capsys, *args):
     return exc.value.code, err
 
 
+UNKNOWN_LAKE = ("llmrl: error: unknown env 'lake'; choose one of: alfworld-pick, babyai-goto, "
+                "babyai-pickup, babyai-putnext, babyai-unlock, frozenlake, overcooked-salad, "
+                "overcooked-tomato, sokoban, textworld-cooking")
+
+
 @pytest.mark.parametrize("args, message", [
     (("run", "--env", "lake"),
-     "llmrl: error: unknown env 'lake'; choose one of: alfworld-pick, frozenlake"),
+     UNKNOWN_LAKE),
     (("run", "--algo", "ppo"), "llmrl: error: unknown algo 'ppo'; choose one of: cql, cql-prior, dqn, dqn-prior"),
     (("run", "--algo", "dqn-prior", "--prior", "gpt"),
      "llmrl: error: unknown prior 'gpt'; choose one of: uniform, local, vllm, expert-mix:EPS"),
@@ -47,7 +52,7 @@ def _run(capsys, *args):
     (("run", "--algo", "llm", "--prior", "uniform"),
      "llmrl: error: --algo llm acts by the prior alone; give it an LLM or expert-mix prior"),
     (("prompt", "--env", "lake"),
-     "llmrl: error: unknown env 'lake'; choose one of: alfworld-pick, frozenlake"),
+     UNKNOWN_LAKE),
     (("prompt", "--steps", "0"), "llmrl: error: --steps must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, args, message, tmp_path, monkeypatch):
@@ -117,7 +122,11 @@ def test_yaml_numbers_without_a_dot_are_numbers():
 
 def test_envs_and_priors_list_choices(capsys):
     main(["envs"])
-    assert capsys.readouterr().out.startswith("frozenlake")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "actions", "expert", "description"]
+    assert lines[1].split()[:3] == ["frozenlake", "4", "yes"]
+    assert [line.split()[:3] for line in lines if line.startswith(("babyai-goto", "sokoban"))] \
+        == [["babyai-goto", "6", "yes"], ["sokoban", "4", "yes"]]
     main(["priors"])
     out = capsys.readouterr().out
     assert out.startswith("uniform") and "\nlocal " in out and "--prior-uniform-mix" in out

@@ -6,9 +6,12 @@ import inspect
 
 from ..errors import UserError, unknown_choice
 from .alfworld import AlfworldPick
+from .babyai import BabyAIGoTo, BabyAIPickup, BabyAIPutNext, BabyAIUnlock
 from .base import TextEnv
 from .frozenlake import FrozenLakeText
 from .overcooked import OvercookedSalad, OvercookedTomato
+from .sokoban import SokobanText
+from .textworld_cooking import TextWorldCooking
 
 #: name -> (constructor, one-line description)
 REGISTRY: dict[str, tuple[type[TextEnv], str]] = {
@@ -32,6 +35,39 @@ REGISTRY: dict[str, tuple[type[TextEnv], str]] = {
         "ALFWorld Pick & Place on the real engine (alfworld 0.4.2); official games from "
         "$ALFWORLD_DATA, else generated ones; horizon 61 (options: split=train|unseen, data, "
         "horizon, wording=paper|alfworld, tasks=paper|all)",
+    ),
+    "babyai-goto": (
+        BabyAIGoTo,
+        "BabyAI GoToLocal (minigrid): go to an object in an 8x8 room among 8 distractors; 6 "
+        "actions, cap 64 steps, the BabyAI bot as expert (options: level, horizon)",
+    ),
+    "babyai-pickup": (
+        BabyAIPickup,
+        "BabyAI PickupLoc (minigrid): pick up an object named by colour, type or place, 8x8 "
+        "room; 6 actions, cap 64 steps, the BabyAI bot as expert (options: level, horizon)",
+    ),
+    "babyai-unlock": (
+        BabyAIUnlock,
+        "BabyAI UnlockLocal (minigrid): find the key, open the locked door of the agent's room; "
+        "6 actions, cap 128 steps (the level's own: 576), the BabyAI bot as expert (options: "
+        "level, horizon)",
+    ),
+    "babyai-putnext": (
+        BabyAIPutNext,
+        "BabyAI PutNextLocal (minigrid): find an object, pick it up, put it next to another, 8x8 "
+        "room; 6 actions, cap 128 steps, the BabyAI bot as expert (options: level, horizon)",
+    ),
+    "textworld-cooking": (
+        TextWorldCooking,
+        "TextWorld cooking games (TextWorld's generator, made once into the cache), levels 1-4 "
+        "from one ingredient in one room to three in nine rooms; the engine's admissible "
+        "commands, its planner as expert (options: level=2, split=train|valid|test, games=20, "
+        "horizon)",
+    ),
+    "sokoban": (
+        SokobanText,
+        "Sokoban in words on gym_sokoban's generated, solvable levels (6x6, one box, cap 100 "
+        "steps: RAGEN's); 4 moves, an exact solver as expert (options: dim, boxes, horizon)",
     ),
 }
 

@@ -200,6 +200,7 @@ class AlfworldPick(TextEnv):
     """ALFWorld Pick & Place on the real engine (see the module docstring)."""
 
     action_list_style = "comma"
+    action_count = "varies"  # the engine's commands: 11-24 along the expert's paths of 8 games
     # train_alfworld.py and readme l.33: 1000 episodes, eval every 80 (one greedy episode per
     # task string, 26), batch 128, buffer 20000, hard target copy every 20 gradient steps, a
     # training phase every 10 episodes from episode 40 drawing 4 x |buffer| samples (l.892-899),

@@ -67,6 +67,15 @@ class TextEnv(gym.Env[dict, int]):
     #: (algo name -> settings for that algo only). For the paper's envs, the paper's values;
     #: docs/paper-settings.md traces each to the paper's code.
     preset: dict[str, Any] = {}
+    #: How many admissible actions a state offers, as ``llmrl envs`` prints it: a number, or
+    #: a range where the env's commands change from state to state.
+    action_count: str = "?"
+
+    @classmethod
+    def has_expert(cls) -> bool:
+        """Whether the env implements ``optimal_actions`` (``expert-mix`` priors, ``llmrl
+        collect`` and the optimal-action rate need it)."""
+        return cls.optimal_actions is not TextEnv.optimal_actions
 
     def admissible_actions(self) -> list[str]:
         raise NotImplementedError

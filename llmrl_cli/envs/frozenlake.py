@@ -31,6 +31,7 @@ class FrozenLakeText(TextEnv):
     eps-greedy 0.3 for the baseline.
     """
 
+    action_count = "4"
     question = "To reach the goal without falling into a hole, what action should you take next?"
     preset = {
         "episodes": 300,

@@ -180,6 +180,7 @@ class OvercookedTomato(OvercookedText):
     layout = TOMATO_SALAD
     default_horizon = 31
     # the paper's wording (value-based/train_overcooked.py)
+    action_count = "5"
     question = ("To serve the dish of a bowl containing only chopped tomatoes, what action "
                 "should you take next?")
     # train_overcooked.py: 3 history lines (hislen, l.29), proposals memoised per prompt
@@ -201,6 +202,7 @@ class OvercookedSalad(OvercookedText):
     layout = LETTUCE_TOMATO_SALAD
     default_horizon = 51
     # the paper's wording (value-based/test_overcooked_salad.py, CQL_overcook_salad.py)
+    action_count = "8"
     question = ("To serve the dish of a bowl only containing chopped tomato and lettuce, what "
                 "action should you take next?")
     # test_overcooked_salad.py: 5 history lines (l.29), fresh proposals at every visit
