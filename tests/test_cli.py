@@ -15,7 +15,7 @@ def _run(capsys, *args):
 
 
 UNKNOWN_LAKE = ("llmrl: error: unknown env 'lake'; choose one of: alfworld-pick, babyai-goto, "
-                "babyai-pickup, babyai-putnext, babyai-unlock, frozenlake, overcooked-salad, "
+                "babyai-pickup, babyai-putnext, babyai-unlock, crafter, frozenlake, overcooked-salad, "
                 "overcooked-tomato, sokoban, textworld-cooking")
 
 

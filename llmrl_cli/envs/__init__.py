@@ -8,6 +8,7 @@ from ..errors import UserError, unknown_choice
 from .alfworld import AlfworldPick
 from .babyai import BabyAIGoTo, BabyAIPickup, BabyAIPutNext, BabyAIUnlock
 from .base import TextEnv
+from .crafter import CrafterText
 from .frozenlake import FrozenLakeText
 from .overcooked import OvercookedSalad, OvercookedTomato
 from .sokoban import SokobanText
@@ -68,6 +69,12 @@ REGISTRY: dict[str, tuple[type[TextEnv], str]] = {
         SokobanText,
         "Sokoban in words on gym_sokoban's generated, solvable levels (6x6, one box, cap 100 "
         "steps: RAGEN's); 4 moves, an exact solver as expert (options: dim, boxes, horizon)",
+    ),
+    "crafter": (
+        CrafterText,
+        "Crafter (the crafter package's engine) in words: an open survival world, 17 actions, "
+        "the episode's goal one of its 22 achievements (default place_table), cap 200 steps; "
+        "no expert (options: goal, horizon, area)",
     ),
 }
 
