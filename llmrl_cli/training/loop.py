@@ -97,7 +97,7 @@ class Loop:
     def check_expert(self) -> None:
         """Track whether proposals hold an optimal action when the env has an expert; refuse
         a prior that needs one (expert-mix) on an env without."""
-        self.track_optimal = type(self.slots[0].env).has_expert()
+        self.track_optimal = self.slots[0].env.has_expert()
         if self.prior.uses_expert and not self.track_optimal:
             raise UserError(f"--prior {self.cfg.prior} needs an env with an expert; "
                             f"{self.cfg.env} has none")
