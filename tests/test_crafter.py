@@ -5,7 +5,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from llmrl_cli.envs import make
-from llmrl_cli.envs.crafter import ACTIONS, offset_text
+from llmrl_cli.envs.crafter import ACTIONS, goal_text, offset_text
 
 MOVES = {(-1, 0): "move west", (1, 0): "move east", (0, -1): "move north", (0, 1): "move south"}
 
@@ -18,8 +18,15 @@ def test_start_text():
         "You see: grass 1 step north; tree 1 step south and 4 steps west. You face grass "
         "(south). Your health 9/9, food 9/9, drink 9/9, energy 9/9. You have nothing.")
     assert info == {"success": False, "world": 1742692731}
-    assert env.instruction.startswith("Your goal is to place table. Crafter is a 2D world")
+    assert env.instruction.startswith("Your goal is to place a table. Crafter is a 2D world")
     assert not type(env).has_expert()
+
+
+def test_goals_read_as_tasks():
+    assert [goal_text(g) for g in ("place_table", "make_wood_pickaxe", "defeat_zombie",
+                                   "collect_wood", "wake_up", "eat_cow")] == [
+        "place a table", "make a wood pickaxe", "defeat a zombie", "collect wood", "wake up",
+        "eat a cow"]
 
 
 def test_offsets_read_as_compass_steps():

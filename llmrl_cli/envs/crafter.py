@@ -57,6 +57,14 @@ RULES = (
 )
 
 
+def goal_text(achievement: str) -> str:
+    """"place a table", "defeat a zombie", "collect wood": an achievement as a task."""
+    verb, _, thing = achievement.partition("_")
+    if verb in ("place", "make", "defeat", "eat"):
+        return f"{verb} a {thing.replace('_', ' ')}"
+    return achievement.replace("_", " ")
+
+
 def offset_text(dx: int, dy: int) -> str:
     """Where a cell lies from the agent: ``dx`` cells east (negative: west) and ``dy`` cells
     south (negative: north)."""
@@ -108,7 +116,7 @@ class CrafterText(TextEnv):
         if not 16 <= area <= 128:
             raise ValueError(f"area must be between 16 and 128, got {area}")
         self.goal, self.horizon, self.area = goal, horizon, area
-        self.instruction = f"Your goal is to {goal.replace('_', ' ')}. {RULES}"
+        self.instruction = f"Your goal is to {goal_text(goal)}. {RULES}"
         self.observation_space = text_observation_space()
         self.action_space = spaces.Discrete(len(ACTIONS))
         # the game's own episode cap stays above ours; worlds are drawn per reset (below)
