@@ -20,7 +20,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from .base import TextEnv, text_observation_space
+from .base import TextEnv, llmrl_preset, text_observation_space
 
 #: The primitive actions, in minigrid's action-id order (0..5).
 ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle")
@@ -99,18 +99,9 @@ class BabyAIText(TextEnv):
 
     action_count = "6"
     question = "To complete the mission, what action should you take next?"
-    # llmrl's own setting (BabyAI is not in the paper): Frozen Lake's value-learning settings
-    # with a longer budget; the Q-network is told the mission (``feature_task``), which
+    # BabyAI is not in the paper; the Q-network is told the mission (``feature_task``), which
     # changes from episode to episode.
-    preset = {
-        "episodes": 500,
-        "agent": {"eval_every": 25, "eval_episodes": 10, "eval_policy": "greedy",
-                  "feature_norm": True},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
-            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
-        },
-    }
+    preset = llmrl_preset(episodes=500)
     level_name = "BabyAI-GoToLocal-v0"
     default_horizon: int | None = None
 

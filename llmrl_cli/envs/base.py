@@ -30,6 +30,22 @@ def history_line(observation: str, action: str) -> str:
     return f"Observation: {observation}. Action: {action}."
 
 
+def llmrl_preset(episodes: int) -> dict[str, Any]:
+    """The run settings (``TextEnv.preset``) of an env that is not in the paper: Frozen Lake's
+    value learning (eps-greedy 0.3 for dqn, softmax with alpha 0.1 over the proposals for
+    dqn-prior, normalised features), 10 greedy evaluation episodes every 25, ``episodes`` of
+    training."""
+    return {
+        "episodes": episodes,
+        "agent": {"eval_every": 25, "eval_episodes": 10, "eval_policy": "greedy",
+                  "feature_norm": True},
+        "per_algo": {
+            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
+            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
+        },
+    }
+
+
 class TextList(spaces.Sequence):
     """A variable-length list of strings (gymnasium's ``Sequence`` only accepts tuples)."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from gymnasium import spaces
 
-from .base import TextEnv, text_observation_space
+from .base import TextEnv, llmrl_preset, text_observation_space
 
 #: The game's action names (crafter/data.yaml, in its order) and how the text names them.
 _GAME_ACTIONS = (
@@ -97,16 +97,7 @@ class CrafterText(TextEnv):
 
     action_count = "17"
     question = "To reach your goal, what action should you take next?"
-    # llmrl's own settings (Crafter is not in the paper): Frozen Lake's value learning.
-    preset = {
-        "episodes": 500,
-        "agent": {"eval_every": 25, "eval_episodes": 10, "eval_policy": "greedy",
-                  "feature_norm": True},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
-            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
-        },
-    }
+    preset = llmrl_preset(episodes=500)
 
     def __init__(self, goal: str = "place_table", horizon: int = 200, area: int = 64) -> None:
         if goal not in ACHIEVEMENTS:

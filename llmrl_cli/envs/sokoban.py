@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from .base import TextEnv, text_observation_space
+from .base import TextEnv, llmrl_preset, text_observation_space
 
 ACTIONS = ("up", "down", "left", "right")
 _DELTAS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -118,16 +118,7 @@ class SokobanText(TextEnv):
 
     action_count = "4"
     question = "To push every box onto a target, what action should you take next?"
-    # llmrl's own settings (Sokoban is not in the paper): Frozen Lake's value learning.
-    preset = {
-        "episodes": 500,
-        "agent": {"eval_every": 25, "eval_episodes": 10, "eval_policy": "greedy",
-                  "feature_norm": True},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
-            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
-        },
-    }
+    preset = llmrl_preset(episodes=500)
 
     def __init__(self, dim: int = 6, boxes: int = 1, horizon: int = 100,
                  min_moves: int = 4) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from gymnasium import spaces
 
 from ..paths import cache_dir
-from .base import TextEnv, text_observation_space
+from .base import TextEnv, llmrl_preset, text_observation_space
 
 #: level -> TextWorld's cooking settings and the step cap
 LEVELS: dict[int, tuple[dict[str, Any], int]] = {
@@ -101,17 +101,9 @@ class TextWorldCooking(TextEnv):
 
     action_count = "varies"
     question = "To cook and eat the meal, what action should you take next?"
-    # llmrl's own settings (TextWorld is not in the paper): Frozen Lake's value learning; the
-    # Q-network is told the recipe, which changes from game to game.
-    preset = {
-        "episodes": 300,
-        "agent": {"eval_every": 25, "eval_episodes": 10, "eval_policy": "greedy",
-                  "feature_norm": True},
-        "per_algo": {
-            "dqn": {"exploration": "eps-greedy", "epsilon": 0.3},
-            "dqn-prior": {"exploration": "softmax", "alpha": 0.1},
-        },
-    }
+    # TextWorld is not in the paper; the Q-network is told the recipe, which changes from game
+    # to game.
+    preset = llmrl_preset(episodes=300)
 
     def __init__(self, level: int = 2, split: str = "train", games: int = 20,
                  horizon: int | None = None) -> None:
