@@ -14,7 +14,7 @@ def _run(capsys, *args):
     return exc.value.code, err
 
 
-UNKNOWN_LAKE = ("llmrl: error: unknown env 'lake'; choose one of: alfworld-pick, babyai-goto, "
+UNKNOWN_LAKE = ("llmrl: error: unknown env 'lake'; choose one of: alfworld, alfworld-pick, babyai-goto, "
                 "babyai-pickup, babyai-putnext, babyai-unlock, crafter, frozenlake, overcooked-salad, "
                 "overcooked-tomato, sokoban, textworld-cooking")
 

@@ -93,5 +93,5 @@ def test_options_and_unknown_env():
     env = make("frozenlake", map_name="8x8", slippery=True)
     obs, _ = env.reset(seed=3)
     assert "of a 8x8 frozen lake" in obs["text"] and "slippery" in obs["text"]
-    with pytest.raises(UserError, match="unknown env 'lake'; choose one of: alfworld-pick, babyai-goto"):
+    with pytest.raises(UserError, match="unknown env 'lake'; choose one of: alfworld, alfworld-pick"):
         make("lake")

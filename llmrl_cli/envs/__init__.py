@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from ..errors import UserError, unknown_choice
-from .alfworld import AlfworldPick
+from .alfworld import Alfworld, AlfworldPick
 from .babyai import BabyAIGoTo, BabyAIPickup, BabyAIPutNext, BabyAIUnlock
 from .base import TextEnv
 from .crafter import CrafterText
@@ -36,6 +36,13 @@ REGISTRY: dict[str, tuple[type[TextEnv], str]] = {
         "ALFWorld Pick & Place on the real engine (alfworld 0.4.2); official games from "
         "$ALFWORLD_DATA, else generated ones; horizon 61 (options: split=train|unseen, data, "
         "horizon, wording=paper|alfworld, tasks=paper|all)",
+    ),
+    "alfworld": (
+        Alfworld,
+        "ALFWorld's six task types on the real engine: pick, clean, heat, cool, examine, "
+        "pick-two; official games from $ALFWORLD_DATA, else generated ones; random games, the "
+        "handcoded expert, horizon 61 (options: task_type=all|pick|clean|heat|cool|examine|"
+        "pick-two, split=train|unseen, data, horizon, wording)",
     ),
     "babyai-goto": (
         BabyAIGoTo,

@@ -65,9 +65,9 @@ from gymnasium import spaces
 from ..errors import UserError, unknown_choice
 from ..paths import cache_dir
 from ..seeding import stable_seed
-from .alfworld_engine import (BANNER, Engine, alfred_tw_env, collect_games, memoize_text_parser,
-                              unmemoize_text_parser)
-from .alfworld_gen import PAPER_TRAIN_TASKS, SPLIT_DIRS, generate
+from .alfworld_engine import (BANNER, TASK_TYPE_IDS, Engine, alfred_tw_env, collect_games,
+                              memoize_text_parser, unmemoize_text_parser)
+from .alfworld_gen import PAPER_TRAIN_TASKS, SPLIT_DIRS, TASK_TYPE, TASK_TYPES, generate
 from .base import TextEnv, text_observation_space
 
 WORDINGS = ("paper", "alfworld")
@@ -81,6 +81,8 @@ PAPER_QUESTION = "Please select an action from the admissible actions. \n Action
 DEFAULT_HORIZON = 61
 #: the default generated set: games per split, and the seed (change VERSION with the generator)
 DEFAULT_GAMES, DEFAULT_SEED, GENERATOR_VERSION = 52, 0, 2
+#: games per split of each other task type's generated set (``alfworld`` env), and its version
+TYPE_GAMES, TYPES_GENERATOR_VERSION = 24, 1
 
 #: LLF-Bench's ALFWorld instructions (llfbench/envs/alfworld/prompts.py), in our words
 INSTRUCTIONS = (
@@ -109,21 +111,26 @@ _MOVED = re.compile(r"You move the (.+?) to the (.+?)\.")
 _TASK = re.compile(r"Your task is to: (.+?\.)")
 
 
-def default_games_dir() -> Path:
-    return (cache_dir() / "alfworld"
-            / f"generated-v{GENERATOR_VERSION}-s{DEFAULT_SEED}-n{DEFAULT_GAMES}")
+def default_games_dir(task_type: str = TASK_TYPE) -> Path:
+    name = f"generated-v{GENERATOR_VERSION}-s{DEFAULT_SEED}-n{DEFAULT_GAMES}"
+    if task_type != TASK_TYPE:
+        name = f"generated-v{TYPES_GENERATOR_VERSION}-s{DEFAULT_SEED}-n{TYPE_GAMES}-{task_type}"
+    return cache_dir() / "alfworld" / name
 
 
-def ensure_default_games(log=lambda msg: print(msg, file=sys.stderr)) -> Path:
-    """The default generated game set, written on first use (atomically: a finished set only)."""
-    root = default_games_dir()
+def ensure_default_games(log=lambda msg: print(msg, file=sys.stderr),
+                         task_type: str = TASK_TYPE) -> Path:
+    """The default generated game set of ``task_type``, written on first use (atomically: a
+    finished set only)."""
+    root = default_games_dir(task_type)
     if (root / "json_2.1.1").is_dir():
         return root
-    log(f"llmrl: generating the default ALFWorld games ({DEFAULT_GAMES} per split, checked by "
-        f"the engine's expert; about 2 minutes, once) into {root}")
+    n = DEFAULT_GAMES if task_type == TASK_TYPE else TYPE_GAMES
+    log(f"llmrl: generating the default ALFWorld {task_type} games ({n} per split, checked by "
+        f"the engine's expert; 1-2 minutes, once) into {root}")
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    generate(tmp, DEFAULT_GAMES, DEFAULT_SEED)
+    generate(tmp, n, DEFAULT_SEED, task_type=task_type)
     try:
         tmp.rename(root)
     except OSError:  # another process finished first
@@ -201,6 +208,8 @@ class AlfworldPick(TextEnv):
 
     action_list_style = "comma"
     action_count = "varies"  # the engine's commands: 11-24 along the expert's paths of 8 games
+    #: the ALFWorld task types whose games the env plays (alfworld_gen.TASK_TYPES)
+    task_types: tuple[str, ...] = (TASK_TYPE,)
     # train_alfworld.py and readme l.33: 1000 episodes, eval every 80 (one greedy episode per
     # task string, 26), batch 128, buffer 20000, hard target copy every 20 gradient steps, a
     # training phase every 10 episodes from episode 40 drawing 4 x |buffer| samples (l.892-899),
@@ -243,20 +252,14 @@ class AlfworldPick(TextEnv):
         if self.horizon < 1:
             raise UserError(f"horizon must be >= 1, got {horizon}")
         self.split, self.wording, self.protocol = split, wording, protocol
-        root, users = data_root(data)
-        split_dir = root / "json_2.1.1" / SPLIT_DIRS[split]
-        if not split_dir.is_dir():
-            where = "ALFWORLD_DATA" if users and data is None else "data"
-            raise UserError(f"no ALFWorld games at {split_dir} ({where}={root}); expected the "
-                            "official layout json_2.1.1/{train,valid_unseen}/<task>/<trial>/"
-                            "{traj_data.json,game.tw-pddl} (alfworld-download), or unset it "
-                            "to play llmrl's generated games")
-        games = [(g, task_of(g)) for g in self._pool(split_dir, users, int(pool))]
+        split_dirs, users = self._game_dirs(data, split)
+        games = [(g, task_of(g)) for d in split_dirs for g in self._pool(d, users, int(pool))]
         paper_tasks = split == "train" and tasks == "paper"
         if paper_tasks:
             games = [(g, t) for g, t in games if t in PAPER_TRAIN_TASKS]
         if not games:
-            raise UserError(f"no solvable pick-and-place games under {split_dir}"
+            raise UserError(f"no solvable {' or '.join(self.task_types)} games under "
+                            f"{', '.join(map(str, split_dirs))}"
                             + (" with the paper's task strings (try tasks=all)"
                                if paper_tasks else ""))
         self.games = [g for g, _ in games]
@@ -274,9 +277,9 @@ class AlfworldPick(TextEnv):
         # exact cache of TextWorld's grammar parses (alfworld_engine.memoize_text_parser);
         # process-wide: fast_text=False restores TextWorld's own parser for every env
         (memoize_text_parser if fast_text else unmemoize_text_parser)()
-        self.engine = Engine(alfred_tw_env(str(split_dir), self.horizon))
+        self.engine = Engine(alfred_tw_env(str(split_dirs[0]), self.horizon, self._type_ids()))
         self.observation_space = text_observation_space()
-        self.action_space = spaces.Discrete(64)  # admissible commands vary; see obs["actions"]
+        self.action_space = spaces.Discrete(1)  # the state's commands; set by each observation
         self.game_file = ""
         self.task = ""
         self.instruction = ""
@@ -284,12 +287,27 @@ class AlfworldPick(TextEnv):
         self._expert: list[str] = []
         self._steps = 0
 
+    def _type_ids(self) -> tuple[int, ...]:
+        return tuple(TASK_TYPE_IDS[t] for t in self.task_types)
+
+    def _game_dirs(self, data: str | Path | None, split: str) -> tuple[list[Path], bool]:
+        """(the split's game folders, whether they are the user's data)."""
+        root, users = data_root(data)
+        split_dir = root / "json_2.1.1" / SPLIT_DIRS[split]
+        if not split_dir.is_dir():
+            where = "ALFWORLD_DATA" if users and data is None else "data"
+            raise UserError(f"no ALFWorld games at {split_dir} ({where}={root}); expected the "
+                            "official layout json_2.1.1/{train,valid_unseen}/<task>/<trial>/"
+                            "{traj_data.json,game.tw-pddl} (alfworld-download), or unset it "
+                            "to play llmrl's generated games")
+        return [split_dir], users
+
     def _pool(self, split_dir: Path, users: bool, pool: int) -> list[str]:
         """The split's games, sorted: with the user's data, the train split keeps only the first
         ``pool`` in AlfredTWEnv's own order (as ``num_train_games`` does; 0 = all)."""
         if not (users and self.split == "train" and pool > 0):
-            return collect_games(split_dir, self.horizon)
-        found = alfred_tw_env(str(split_dir), self.horizon).game_files
+            return collect_games(split_dir, self.horizon, self._type_ids())
+        found = alfred_tw_env(str(split_dir), self.horizon, self._type_ids()).game_files
         return sorted(found)[:pool]
 
     def episode_options(self, kind: str, index: int, run_seed: int) -> dict | None:
@@ -316,6 +334,8 @@ class AlfworldPick(TextEnv):
         self._actions = [labels[i] for i in order]
         self._commands = [commands[i] for i in order]
         self._expert = [self._show(c) for c in infos.get("extra.expert_plan") or []]
+        # gymnasium's Discrete space of the state's commands (sampled by its env checker)
+        self.action_space = spaces.Discrete(len(self._actions))
 
     def _obs(self) -> dict:
         return {"text": self._text, "actions": list(self._actions)}
@@ -390,3 +410,34 @@ class AlfworldPick(TextEnv):
     def optimal_actions(self) -> list[str]:
         """ALFWorld's handcoded expert's next action (one), in this env's wording."""
         return [a for a in self._expert if a in self._actions] or ["look"]
+
+
+TASK_TYPE_CHOICES = (*TASK_TYPES, "all")
+
+
+class Alfworld(AlfworldPick):
+    """ALFWorld's six task types on the real engine: ``task_type`` is ``pick``, ``clean``,
+    ``heat``, ``cool``, ``examine`` (look at an object under the desk lamp), ``pick-two`` or
+    ``all`` (default). Official games from ``data=PATH`` or ``$ALFWORLD_DATA`` (AlfredTWEnv keeps
+    the chosen types), else llmrl's generated set of each type (``alfworld_gen``; made once
+    under the cache dir, ``TYPE_GAMES`` per split; pick uses ``alfworld-pick``'s set). Not the
+    paper's protocol: each reset draws a game uniformly (``protocol="random"``), every task
+    string is kept, and the engine's own wording is shown; the prompt, Q input and learning
+    settings are the paper's ALFWorld ones (``AlfworldPick``)."""
+
+    def __init__(self, task_type: str = "all", split: str = "train",
+                 data: str | Path | None = None, horizon: int = DEFAULT_HORIZON,
+                 wording: str = "alfworld", fast_text: bool = True) -> None:
+        if task_type not in TASK_TYPE_CHOICES:
+            raise unknown_choice("ALFWorld task type", task_type, TASK_TYPE_CHOICES)
+        self.task_type = task_type
+        self.task_types = tuple(TASK_TYPES.values()) if task_type == "all" else (
+            TASK_TYPES[task_type],)
+        super().__init__(split=split, data=data, horizon=horizon, wording=wording, tasks="all",
+                         fast_text=fast_text, protocol="random", pool=0)
+
+    def _game_dirs(self, data: str | Path | None, split: str) -> tuple[list[Path], bool]:
+        if data is not None or os.environ.get("ALFWORLD_DATA"):
+            return super()._game_dirs(data, split)
+        return [ensure_default_games(task_type=t) / "json_2.1.1" / SPLIT_DIRS[split]
+                for t in self.task_types], False

@@ -21,8 +21,11 @@ from pathlib import Path
 from ..errors import UserError
 from ..paths import cache_dir
 
-#: ALFWorld's task-type id of pick_and_place_simple
+#: ALFWorld's task-type id of pick_and_place_simple (alfred_tw_env.TASK_TYPES: 1-6)
 PICK_AND_PLACE = 1
+TASK_TYPE_IDS = {"pick_and_place_simple": 1, "look_at_obj_in_light": 2,
+                 "pick_clean_then_place_in_recep": 3, "pick_heat_then_place_in_recep": 4,
+                 "pick_cool_then_place_in_recep": 5, "pick_two_obj_and_place": 6}
 #: the banner the engine puts before the first observation
 BANNER = "-= Welcome to TextWorld, ALFRED! =-\n\n"
 
@@ -93,6 +96,40 @@ def _memoized(original):
     return parse_and_convert
 
 
+def _expert_wording(command: str) -> str:
+    """A put command as ALFWorld's handcoded expert parses it: "move X to Y" (0.4.2's
+    grammar) as "put X in/on Y" (0.3.5's)."""
+    if command.startswith("move ") and " to " in command:
+        obj, recep = command[len("move "):].split(" to ", 1)
+        return f"put {obj} in/on {recep}"
+    return command
+
+
+def teach_expert_the_move_command() -> None:
+    """ALFWorld 0.4.2's handcoded expert tracks what it holds by the words of the command just
+    played (handcoded_expert.py, ``update_state_tracking``): "take" adds the object, "put"
+    removes it. 0.4.2's grammar calls the put command "move X to Y", so after a move the expert
+    still believes it holds X and, when the game goes on (the second object of pick-two, an
+    object put in the wrong place), plans from a wrong inventory (tests/test_alfworld_types.py
+    runs that tracking code). The expert wrapper is told the command in the wording its
+    tracking reads; the engine plays the command as given."""
+    import_alfworld()
+    from alfworld.agents.environment.alfred_tw_env import AlfredExpert
+
+    if getattr(AlfredExpert.step, "move_taught", False):
+        return
+    original = AlfredExpert.step
+
+    def step(self, command):  # AlfredExpert.step, with the expert's wording of the command
+        self.state, reward, done = super(AlfredExpert, self).step(command)
+        self.prev_command = _expert_wording(str(command))
+        self._gather_infos()
+        return self.state, reward, done
+
+    step.move_taught, step.original = True, original
+    AlfredExpert.step = step
+
+
 def unmemoize_text_parser() -> None:
     """Restore TextWorld's own parsers (the paper's code path; the equality test)."""
     for module in _parser_modules():
@@ -101,14 +138,16 @@ def unmemoize_text_parser() -> None:
             module._parse_and_convert = original
 
 
-def engine_config(data_path: Path, horizon: int) -> dict:
-    """The part of ALFWorld's base_config.yaml that AlfredTWEnv reads for text games."""
+def engine_config(data_path: Path, horizon: int,
+                  task_types: tuple[int, ...] = (PICK_AND_PLACE,)) -> dict:
+    """The part of ALFWorld's base_config.yaml that AlfredTWEnv reads for text games
+    (``task_types``: ALFWorld's ids, 1-6)."""
     path = str(data_path)
     return {
         "dataset": {"data_path": path, "eval_id_data_path": path, "eval_ood_data_path": path,
                     "num_train_games": -1, "num_eval_games": -1},
         "env": {"type": "AlfredTWEnv", "domain_randomization": False,
-                "task_types": [PICK_AND_PLACE], "expert_type": "handcoded",
+                "task_types": list(task_types), "expert_type": "handcoded",
                 "goal_desc_human_anns_prob": 0.0},
         # "dagger" training adds the handcoded expert to the wrappers (train_eval="train")
         "general": {"training_method": "dagger"},
@@ -123,24 +162,28 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def new_alfred_tw_env(data_path: Path, horizon: int):
-    """ALFWorld's AlfredTWEnv over ``data_path``; it searches the games when made."""
-    import_alfworld()
+def new_alfred_tw_env(data_path: Path, horizon: int,
+                      task_types: tuple[int, ...] = (PICK_AND_PLACE,)):
+    """ALFWorld's AlfredTWEnv over ``data_path``; it searches the games of ``task_types``
+    when made."""
+    teach_expert_the_move_command()
     from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
 
     with _quiet():
-        return AlfredTWEnv(engine_config(data_path, horizon), train_eval="train")
+        return AlfredTWEnv(engine_config(data_path, horizon, task_types), train_eval="train")
 
 
-@functools.lru_cache(maxsize=8)
-def alfred_tw_env(data_path: str, horizon: int):
-    """AlfredTWEnv over ``data_path``, made once per process, path and horizon."""
-    return new_alfred_tw_env(Path(data_path), horizon)
+@functools.lru_cache(maxsize=16)
+def alfred_tw_env(data_path: str, horizon: int, task_types: tuple[int, ...] = (PICK_AND_PLACE,)):
+    """AlfredTWEnv over ``data_path``, made once per process, path, horizon and task types."""
+    return new_alfred_tw_env(Path(data_path), horizon, task_types)
 
 
-def collect_games(data_path: Path, horizon: int) -> list[str]:
-    """The solvable pick-and-place game files AlfredTWEnv finds under ``data_path``, sorted."""
-    return sorted(alfred_tw_env(str(data_path), horizon).game_files)
+def collect_games(data_path: Path, horizon: int,
+                  task_types: tuple[int, ...] = (PICK_AND_PLACE,)) -> list[str]:
+    """The solvable game files of ``task_types`` AlfredTWEnv finds under ``data_path``,
+    sorted."""
+    return sorted(alfred_tw_env(str(data_path), horizon, task_types).game_files)
 
 
 class Engine:

@@ -1,12 +1,14 @@
-"""Pick-and-place games for ALFWorld's text engine, written in the official on-disk layout.
+"""Games for ALFWorld's text engine, written in the official on-disk layout.
 
 The official games (``alfworld-download``) come from GitHub, which not every machine reaches.
-This module writes games of the same kind (ALFRED task type 1, ``pick_and_place_simple``) in
-the same layout, so the real engine (``AlfredTWEnv``, TextWorld's PDDL backend, ALFWorld's
-handcoded expert) plays them unchanged::
+This module writes games of the same kinds (ALFRED task type 1, ``pick_and_place_simple``, for
+``alfworld-pick``, and the five others for ``alfworld``: clean, heat, cool, look at an object
+under a desk lamp, pick two) in the same layout, so the real engine (``AlfredTWEnv``,
+TextWorld's PDDL backend, ALFWorld's handcoded expert) plays them unchanged::
 
     <out>/json_2.1.1/<split dir>/pick_and_place_simple-<Obj>-None-<Recep>-<room>/trial_<id>/
         traj_data.json   task_type, pddl_params, turk_annotations, scene
+    (the other types' folders are named after their type)
         game.tw-pddl     JSON: pddl_domain, grammar (task filled in), pddl_problem, solvable
 
 A game is one room (kitchen, living room, bedroom or bathroom) with a random set of that room's
@@ -36,6 +38,18 @@ from pathlib import Path
 #: (split name, directory under json_2.1.1) -- the official names
 SPLIT_DIRS = {"train": "train", "unseen": "valid_unseen"}
 TASK_TYPE = "pick_and_place_simple"
+#: ALFWorld's six task types (alfred_tw_env.TASK_TYPES) by the short names llmrl uses
+TASK_TYPES = {
+    "pick": "pick_and_place_simple", "examine": "look_at_obj_in_light",
+    "clean": "pick_clean_then_place_in_recep", "heat": "pick_heat_then_place_in_recep",
+    "cool": "pick_cool_then_place_in_recep", "pick-two": "pick_two_obj_and_place",
+}
+#: the appliance each state-change type needs in the room, and the object property it checks
+APPLIANCES = {"pick_clean_then_place_in_recep": ("SinkBasin", "Cleanable"),
+              "pick_heat_then_place_in_recep": ("Microwave", "Heatable"),
+              "pick_cool_then_place_in_recep": ("Fridge", "Coolable")}
+#: the lamp of look_at_obj_in_light and the receptacle types it stands on
+LAMP, LAMP_STANDS = "DeskLamp", ("SideTable", "Desk", "Dresser")
 
 #: The 26 task strings the paper's code trains and evaluates on (yanxue7/RL-LLM-Prior,
 #: value-based/train_alfworld.py: its list of 31 minus the 5 it calls hard).
@@ -125,9 +139,40 @@ def _constants():
     return constants, goal_library
 
 
-def rooms_for(obj: str, recep: str) -> list[Room]:
-    """Room types where ``obj`` is found and a ``recep`` can be."""
-    return [r for r in ROOMS if obj in r.objects and r.receptacles.get(recep, (0, 0))[1] > 0]
+def rooms_for(obj: str, recep: str, task_type: str = TASK_TYPE) -> list[Room]:
+    """Room types where ``obj`` is found and a ``recep`` can be (for look_at_obj_in_light,
+    ``recep`` is the lamp: a stand for it), with the appliance the task type needs."""
+    def can_have(room: Room, rtype: str) -> bool:
+        return room.receptacles.get(rtype, (0, 0))[1] > 0
+
+    rooms = [r for r in ROOMS if obj in r.objects and (
+        any(can_have(r, t) for t in LAMP_STANDS) if recep == LAMP else can_have(r, recep))]
+    if task_type in APPLIANCES:
+        rooms = [r for r in rooms if can_have(r, APPLIANCES[task_type][0])]
+    return rooms
+
+
+def task_pairs(task_type: str) -> list[tuple[str, str]]:
+    """Every (object, receptacle) combination a generated game of ``task_type`` can have
+    (receptacle: the lamp for look_at_obj_in_light), sorted."""
+    constants, _ = _constants()
+    holds = constants.VAL_RECEPTACLE_OBJECTS
+    pairs = set()
+    for room in ROOMS:
+        for obj in room.objects:
+            if task_type == "look_at_obj_in_light":
+                if rooms_for(obj, LAMP, task_type) and any(obj in h for h in holds.values()):
+                    pairs.add((obj, LAMP))
+                continue
+            if task_type in APPLIANCES:
+                appliance, prop = APPLIANCES[task_type]
+                if obj not in constants.VAL_ACTION_OBJECTS[prop]:
+                    continue
+            for recep, (_, most) in room.receptacles.items():
+                if most > 0 and obj in holds[recep] and rooms_for(obj, recep, task_type) and (
+                        task_type not in APPLIANCES or recep != APPLIANCES[task_type][0]):
+                    pairs.add((obj, recep))
+    return sorted(pairs)
 
 
 def _mangle(name: str) -> str:
@@ -159,21 +204,33 @@ class GameSpec:
     recep: str
     task: str  # e.g. "put a cellphone in armchair"
     problem: str  # PDDL problem text
+    task_type: str = TASK_TYPE  # ALFWorld's name (TASK_TYPES)
 
 
 def make_game(obj: str, recep: str, rng: random.Random,
-              tasks: tuple[str, ...] | None = None) -> GameSpec:
-    """A random room with the task "put ``obj`` in/on ``recep``" (ALFRED type names).
+              tasks: tuple[str, ...] | None = None, task_type: str = TASK_TYPE) -> GameSpec:
+    """A random room with the task "put ``obj`` in/on ``recep``" (ALFRED type names) of
+    ``task_type`` (for look_at_obj_in_light: "look at ``obj`` under the ``recep``", a lamp).
 
-    The task sentence uses one of ALFWorld's two templates ("put a X in Y", "put some X on
-    Y"), restricted to those whose sentence is in ``tasks`` when given.
+    The task sentence uses one of ALFWorld's two templates of the type ("put a X in Y", "put
+    some X on Y" for pick_and_place_simple), restricted to those whose sentence is in ``tasks``
+    when given. The other types add, after the draws a pick-and-place game makes: the appliance
+    (a sink basin, microwave or fridge) and the objects' cleanable/heatable/coolable facts; a
+    second target object (pick two); a desk lamp on a side table, desk or dresser (examine).
     """
     constants, goal_library = _constants()
     holds = constants.VAL_RECEPTACLE_OBJECTS
     openable = set(constants.OPENABLE_CLASS_LIST)
-    room = rng.choice(rooms_for(obj, recep))
+    room = rng.choice(rooms_for(obj, recep, task_type))
     counts = {r: rng.randint(lo, hi) for r, (lo, hi) in room.receptacles.items()}
-    counts[recep] = max(1, counts[recep])
+    if recep == LAMP:
+        stands = [t for t in LAMP_STANDS if room.receptacles.get(t, (0, 0))[1] > 0]
+        if not any(counts.get(t, 0) for t in stands):
+            counts[rng.choice(stands)] = 1
+    else:
+        counts[recep] = max(1, counts[recep])
+    if task_type in APPLIANCES:
+        counts[APPLIANCES[task_type][0]] = max(1, counts[APPLIANCES[task_type][0]])
     receptacles = [(_receptacle_id(rtype, rng), rtype) for rtype, n in counts.items()
                    for _ in range(n)]
     # the target's first place: never the goal's receptacle type; a closed one 40% of the time
@@ -187,7 +244,7 @@ def make_game(obj: str, recep: str, rng: random.Random,
         sources = [receptacles[-1]]
     closed = [r for r in sources if r[1] in openable]
     placed = [(obj, rng.choice(closed if closed and rng.random() < 0.4 else sources))]
-    if rng.random() < 0.3:
+    if task_type == "pick_two_obj_and_place" or rng.random() < 0.3:
         placed.append((obj, rng.choice(sources)))
     others = [o for o in room.objects if o != obj]
     for _ in range(rng.randint(3, 8)):
@@ -195,6 +252,8 @@ def make_game(obj: str, recep: str, rng: random.Random,
         spots = [r for r in receptacles if other in holds[r[1]]]
         if spots:
             placed.append((other, rng.choice(spots)))
+    if recep == LAMP:
+        placed.append((LAMP, rng.choice([r for r in receptacles if r[1] in LAMP_STANDS])))
     objects = [(_mangle(f"{otype}|{_coords(rng)}"), otype, rid) for otype, (rid, _) in placed]
 
     locations = {rid: _mangle(f"loc|{i + 1}|{rng.randint(0, 20)}|{rng.randint(0, 3)}|30")
@@ -212,20 +271,25 @@ def make_game(obj: str, recep: str, rng: random.Random,
              + [f"(objectType {oid} {otype}Type)" for oid, otype, _ in objects]
              + [f"(canContain {rtype}Type {otype}Type)" for rtype in rtypes for otype in otypes
                 if otype in holds[rtype]]
-             + [f"(pickupable {oid})" for oid, _, _ in objects]
+             + [f"(pickupable {oid})" for oid, otype, _ in objects if otype != LAMP]
              + [f"(openable {rid})" for rid, rtype in receptacles if rtype in openable]
              + [f"(atLocation agent1 {start})"]
              + [f"(inReceptacle {oid} {rid})" for oid, _, rid in objects]
              + [f"(receptacleAtLocation {rid} {locations[rid]})" for rid, _ in receptacles]
              + [f"(objectAtLocation {oid} {locations[rid]})" for oid, _, rid in objects])
-    goal = goal_library.gdict[TASK_TYPE]["pddl"].format(obj=obj, recep=recep).replace("#", "-")
+    if task_type != TASK_TYPE:  # the properties the state-change and lamp actions check
+        facts += [f"({prop.lower()} {oid})" for oid, otype, _ in objects
+                  for prop in ("Cleanable", "Heatable", "Coolable", "Toggleable")
+                  if otype in constants.VAL_ACTION_OBJECTS[prop]]
+    goal = (goal_library.gdict[task_type]["pddl"].format(obj=obj, recep=recep, toggle=recep)
+            .replace("#", "-"))
     problem = ("(define (problem plan_llmrl)\n(:domain alfred)\n(:objects\n    "
                + "\n    ".join(declarations) + "\n)\n(:init\n    " + "\n    ".join(facts)
                + "\n)\n" + goal + "\n")
-    sentences = [t.format(obj=obj.lower(), recep=recep.lower())
-                 for t in goal_library.gdict[TASK_TYPE]["templates"]]
+    sentences = [t.format(obj=obj.lower(), recep=recep.lower(), toggle=recep.lower())
+                 for t in goal_library.gdict[task_type]["templates"]]
     task = rng.choice([s for s in sentences if tasks is None or s + "." in tasks] or sentences)
-    return GameSpec(room.name, obj, recep, task, problem)
+    return GameSpec(room.name, obj, recep, task, problem, task_type)
 
 
 def logic_files() -> tuple[str, str]:
@@ -243,10 +307,12 @@ def write_game(spec: GameSpec, trial_dir: Path, solvable: bool | None = None) ->
     domain, grammar = logic_files()
     trial_dir.mkdir(parents=True, exist_ok=True)
     traj = {
-        "task_type": TASK_TYPE,
+        "task_type": spec.task_type,
         "task_id": trial_dir.name,
-        "pddl_params": {"object_target": spec.obj, "parent_target": spec.recep,
-                        "toggle_target": "", "mrecep_target": "", "object_sliced": False},
+        "pddl_params": {"object_target": spec.obj,
+                        "parent_target": "" if spec.recep == LAMP else spec.recep,
+                        "toggle_target": spec.recep if spec.recep == LAMP else "",
+                        "mrecep_target": "", "object_sliced": False},
         "turk_annotations": {"anns": [{"task_desc": spec.task[0].upper() + spec.task[1:] + ".",
                                        "high_descs": [], "assignment_id": "llmrl-generated"}]},
         "scene": {"floor_plan": spec.room, "generator": "llmrl"},
@@ -271,13 +337,17 @@ def pair_of(task: str) -> tuple[str, str]:
 
 def generate(out: Path, n: int, seed: int, splits: tuple[str, ...] = ("train", "unseen"),
              horizon: int = 50, max_tries: int = 20,
-             progress=lambda done, total: None) -> dict[str, list[Path]]:
+             progress=lambda done, total: None,
+             task_type: str = TASK_TYPE) -> dict[str, list[Path]]:
     """Write ``n`` expert-solvable games per split under ``out/json_2.1.1``; return their files.
 
-    Game ``i`` of the train split has the paper's task string ``i mod 26``, game ``i`` of the
-    unseen split the combination ``i mod 16``, so every string or combination appears once
-    before any appears twice. A candidate is kept when ALFWorld's handcoded expert solves it
-    within ``horizon`` steps; else the next candidate is tried.
+    Pick and place: game ``i`` of the train split has the paper's task string ``i mod 26``,
+    game ``i`` of the unseen split the combination ``i mod 16``, so every string or combination
+    appears once before any appears twice. Pick two uses the same combinations. The other
+    types: ``task_pairs(task_type)``, the even ones for train and the odd ones unseen, game
+    ``i`` taking combination ``i * 7`` (a stride through the sorted list, so the first games
+    differ in object and receptacle). A candidate is kept when ALFWorld's handcoded expert
+    solves it within ``horizon`` steps; else the next candidate is tried.
     """
     from .alfworld_engine import expert_solves
 
@@ -286,21 +356,28 @@ def generate(out: Path, n: int, seed: int, splits: tuple[str, ...] = ("train", "
     written: dict[str, list[Path]] = {}
     done = 0
     for split in splits:
-        pairs = SPLIT_PAIRS[split]
+        if task_type in (TASK_TYPE, "pick_two_obj_and_place"):
+            pairs = SPLIT_PAIRS[split]
+        else:
+            pairs = task_pairs(task_type)[(0 if split == "train" else 1)::2]
         split_dir = out / "json_2.1.1" / SPLIT_DIRS[split]
         written[split] = []
         for i in range(n):
-            if split == "train":
+            if split == "train" and task_type == TASK_TYPE:
                 task = PAPER_TRAIN_TASKS[i % len(PAPER_TRAIN_TASKS)]
                 obj, recep = pair_of(task)
                 tasks: tuple[str, ...] | None = (task,)
-            else:
+            elif task_type in (TASK_TYPE, "pick_two_obj_and_place"):
                 (obj, recep), tasks = pairs[i % len(pairs)], None
+            else:
+                (obj, recep), tasks = pairs[(i * 7) % len(pairs)], None
             for attempt in range(max_tries):
                 key = f"{seed}/{split}/{i}/{attempt}"
+                if task_type != TASK_TYPE:
+                    key = f"{task_type}/{key}"
                 rng = random.Random(int(hashlib.sha256(key.encode()).hexdigest()[:16], 16))
-                spec = make_game(obj, recep, rng, tasks)
-                trial = (split_dir / f"{TASK_TYPE}-{obj}-None-{recep}-{spec.room}"
+                spec = make_game(obj, recep, rng, tasks, task_type)
+                trial = (split_dir / f"{task_type}-{obj}-None-{recep}-{spec.room}"
                          / f"trial_s{seed}_{i:04d}")
                 path = write_game(spec, trial)
                 ok = expert_solves(path, horizon)
