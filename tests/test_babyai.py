@@ -132,3 +132,23 @@ def test_view_text_names_doors_walls_offsets_and_what_is_carried():
         "You see a locked blue door 1 step forward. You see a red ball 2 steps right and 4 "
         "steps forward. There is a wall 3 steps left. Directly in front of you is a locked blue "
         "door. You are carrying a yellow key.")
+
+
+def test_a_bot_that_cannot_plan_means_every_action(monkeypatch):
+    """The BabyAI bot asserts on states it does not expect (carrying an object it did not pick
+    up, seen in a PickupLoc run); the env then gives every action as optimal and tries a fresh
+    bot after each step."""
+    from minigrid.utils.baby_ai_bot import BabyAIBot
+
+    env = make("babyai-pickup")
+    env.reset(seed=0)
+
+    def cannot_plan(self, action_taken=None):
+        raise AssertionError
+
+    monkeypatch.setattr(BabyAIBot, "replan", cannot_plan)
+    env.step("turn left")
+    assert env.optimal_actions() == list(ACTIONS) and env._bot is None
+    monkeypatch.undo()
+    env.step("turn left")
+    assert env._bot is not None and len(env.optimal_actions()) == 1

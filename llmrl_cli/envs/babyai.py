@@ -169,19 +169,28 @@ class BabyAIText(TextEnv):
 
     # -- expert ---------------------------------------------------------------------------
     def _start_bot(self) -> None:
+        """A fresh bot planning from the current state; none when it cannot plan from there
+        (it asserts the agent carries nothing, for one: a wrong object picked up)."""
         from minigrid.utils.baby_ai_bot import BabyAIBot
 
-        self._bot = BabyAIBot(self._env)
-        self._suggested = int(self._bot.replan())
+        try:
+            self._bot = BabyAIBot(self._env)
+            self._suggested = int(self._bot.replan())
+        except Exception:  # noqa: BLE001 - the bot's assertions on states it did not expect
+            self._bot, self._suggested = None, None
 
     def _replan(self, action_taken: int) -> None:
+        if self._bot is None:  # try again from this state
+            self._start_bot()
+            return
         try:
             self._suggested = int(self._bot.replan(action_taken))
         except Exception:  # noqa: BLE001 - the bot gives up on some states it did not expect
             self._start_bot()  # a fresh bot plans from what it sees now
 
     def optimal_actions(self) -> list[str]:
-        """The bot's action; every action once the episode is over or the bot says ``done``."""
+        """The bot's action; every action once the episode is over, the bot says ``done`` or
+        no bot can plan from this state."""
         if self._suggested is None or self._suggested == DONE:
             return list(ACTIONS)
         return [ACTIONS[self._suggested]]
