@@ -418,5 +418,5 @@ def test_the_pool_keeps_the_first_games_in_sorted_order_before_the_task_filter(t
 def test_the_pool_leaves_generated_sets_whole(games, monkeypatch):
     root, written = games
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
-    monkeypatch.setattr("llmrl_cli.envs.alfworld.ensure_default_games", lambda: root)
+    monkeypatch.setattr("llmrl_cli.envs.alfworld.ensure_default_games", lambda **_: root)
     assert make("alfworld-pick", pool=1).games == sorted(str(f) for f in written["train"])

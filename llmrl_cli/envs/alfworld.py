@@ -65,8 +65,8 @@ from gymnasium import spaces
 from ..errors import UserError, unknown_choice
 from ..paths import cache_dir
 from ..seeding import stable_seed
-from .alfworld_engine import (BANNER, TASK_TYPE_IDS, Engine, alfred_tw_env, collect_games,
-                              memoize_text_parser, unmemoize_text_parser)
+from .alfworld_engine import (BANNER, Engine, alfred_tw_env, collect_games, memoize_text_parser,
+                              unmemoize_text_parser)
 from .alfworld_gen import PAPER_TRAIN_TASKS, SPLIT_DIRS, TASK_TYPE, TASK_TYPES, generate
 from .base import TextEnv, text_observation_space
 
@@ -138,12 +138,13 @@ def ensure_default_games(log=lambda msg: print(msg, file=sys.stderr),
     return root
 
 
-def data_root(data: str | Path | None) -> tuple[Path, bool]:
-    """(games root, whether it is the user's data): ``data``, ``$ALFWORLD_DATA``, or ours."""
+def data_root(data: str | Path | None, task_type: str = TASK_TYPE) -> tuple[Path, bool]:
+    """(games root, whether it is the user's data): ``data``, ``$ALFWORLD_DATA``, or our
+    generated set of ``task_type``."""
     if data is None:
         data = os.environ.get("ALFWORLD_DATA") or None
     if data is None:
-        return ensure_default_games(), False
+        return ensure_default_games(task_type=task_type), False
     return Path(data).expanduser(), True
 
 
@@ -277,7 +278,7 @@ class AlfworldPick(TextEnv):
         # exact cache of TextWorld's grammar parses (alfworld_engine.memoize_text_parser);
         # process-wide: fast_text=False restores TextWorld's own parser for every env
         (memoize_text_parser if fast_text else unmemoize_text_parser)()
-        self.engine = Engine(alfred_tw_env(str(split_dirs[0]), self.horizon, self._type_ids()))
+        self.engine = Engine(alfred_tw_env(str(split_dirs[0]), self.horizon, self.task_types))
         self.observation_space = text_observation_space()
         self.action_space = spaces.Discrete(1)  # the state's commands; set by each observation
         self.game_file = ""
@@ -287,27 +288,29 @@ class AlfworldPick(TextEnv):
         self._expert: list[str] = []
         self._steps = 0
 
-    def _type_ids(self) -> tuple[int, ...]:
-        return tuple(TASK_TYPE_IDS[t] for t in self.task_types)
-
     def _game_dirs(self, data: str | Path | None, split: str) -> tuple[list[Path], bool]:
-        """(the split's game folders, whether they are the user's data)."""
-        root, users = data_root(data)
-        split_dir = root / "json_2.1.1" / SPLIT_DIRS[split]
-        if not split_dir.is_dir():
-            where = "ALFWORLD_DATA" if users and data is None else "data"
-            raise UserError(f"no ALFWorld games at {split_dir} ({where}={root}); expected the "
-                            "official layout json_2.1.1/{train,valid_unseen}/<task>/<trial>/"
-                            "{traj_data.json,game.tw-pddl} (alfworld-download), or unset it "
-                            "to play llmrl's generated games")
-        return [split_dir], users
+        """(the split's game folders, whether they are the user's data): one folder of the
+        user's data, or our generated set of each of ``task_types``."""
+        split_dirs, users = [], False
+        for task_type in self.task_types:
+            root, users = data_root(data, task_type)
+            split_dir = root / "json_2.1.1" / SPLIT_DIRS[split]
+            if not split_dir.is_dir():
+                where = "ALFWORLD_DATA" if users and data is None else "data"
+                raise UserError(f"no ALFWorld games at {split_dir} ({where}={root}); expected "
+                                "the official layout json_2.1.1/{train,valid_unseen}/<task>/"
+                                "<trial>/{traj_data.json,game.tw-pddl} (alfworld-download), or "
+                                "unset it to play llmrl's generated games")
+            if split_dir not in split_dirs:
+                split_dirs.append(split_dir)
+        return split_dirs, users
 
     def _pool(self, split_dir: Path, users: bool, pool: int) -> list[str]:
         """The split's games, sorted: with the user's data, the train split keeps only the first
         ``pool`` in AlfredTWEnv's own order (as ``num_train_games`` does; 0 = all)."""
         if not (users and self.split == "train" and pool > 0):
-            return collect_games(split_dir, self.horizon, self._type_ids())
-        found = alfred_tw_env(str(split_dir), self.horizon, self._type_ids()).game_files
+            return collect_games(split_dir, self.horizon, self.task_types)
+        found = alfred_tw_env(str(split_dir), self.horizon, self.task_types).game_files
         return sorted(found)[:pool]
 
     def episode_options(self, kind: str, index: int, run_seed: int) -> dict | None:
@@ -435,9 +438,3 @@ class Alfworld(AlfworldPick):
             TASK_TYPES[task_type],)
         super().__init__(split=split, data=data, horizon=horizon, wording=wording, tasks="all",
                          fast_text=fast_text, protocol="random", pool=0)
-
-    def _game_dirs(self, data: str | Path | None, split: str) -> tuple[list[Path], bool]:
-        if data is not None or os.environ.get("ALFWORLD_DATA"):
-            return super()._game_dirs(data, split)
-        return [ensure_default_games(task_type=t) / "json_2.1.1" / SPLIT_DIRS[split]
-                for t in self.task_types], False

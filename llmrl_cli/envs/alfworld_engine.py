@@ -21,11 +21,8 @@ from pathlib import Path
 from ..errors import UserError
 from ..paths import cache_dir
 
-#: ALFWorld's task-type id of pick_and_place_simple (alfred_tw_env.TASK_TYPES: 1-6)
-PICK_AND_PLACE = 1
-TASK_TYPE_IDS = {"pick_and_place_simple": 1, "look_at_obj_in_light": 2,
-                 "pick_clean_then_place_in_recep": 3, "pick_heat_then_place_in_recep": 4,
-                 "pick_cool_then_place_in_recep": 5, "pick_two_obj_and_place": 6}
+#: ALFWorld's name of task type 1, the paper's (alfred_tw_env.TASK_TYPES)
+PICK_AND_PLACE = "pick_and_place_simple"
 #: the banner the engine puts before the first observation
 BANNER = "-= Welcome to TextWorld, ALFRED! =-\n\n"
 
@@ -139,15 +136,19 @@ def unmemoize_text_parser() -> None:
 
 
 def engine_config(data_path: Path, horizon: int,
-                  task_types: tuple[int, ...] = (PICK_AND_PLACE,)) -> dict:
+                  task_types: tuple[str, ...] = (PICK_AND_PLACE,)) -> dict:
     """The part of ALFWorld's base_config.yaml that AlfredTWEnv reads for text games
-    (``task_types``: ALFWorld's ids, 1-6)."""
+    (``task_types`` by name, written as the ids of ALFWorld's own table)."""
+    import_alfworld()
+    from alfworld.agents.environment.alfred_tw_env import TASK_TYPES
+
+    ids = {name: id_ for id_, name in TASK_TYPES.items()}
     path = str(data_path)
     return {
         "dataset": {"data_path": path, "eval_id_data_path": path, "eval_ood_data_path": path,
                     "num_train_games": -1, "num_eval_games": -1},
         "env": {"type": "AlfredTWEnv", "domain_randomization": False,
-                "task_types": list(task_types), "expert_type": "handcoded",
+                "task_types": [ids[t] for t in task_types], "expert_type": "handcoded",
                 "goal_desc_human_anns_prob": 0.0},
         # "dagger" training adds the handcoded expert to the wrappers (train_eval="train")
         "general": {"training_method": "dagger"},
@@ -163,7 +164,7 @@ def _quiet() -> Iterator[None]:
 
 
 def new_alfred_tw_env(data_path: Path, horizon: int,
-                      task_types: tuple[int, ...] = (PICK_AND_PLACE,)):
+                      task_types: tuple[str, ...] = (PICK_AND_PLACE,)):
     """ALFWorld's AlfredTWEnv over ``data_path``; it searches the games of ``task_types``
     when made."""
     teach_expert_the_move_command()
@@ -174,13 +175,13 @@ def new_alfred_tw_env(data_path: Path, horizon: int,
 
 
 @functools.lru_cache(maxsize=16)
-def alfred_tw_env(data_path: str, horizon: int, task_types: tuple[int, ...] = (PICK_AND_PLACE,)):
+def alfred_tw_env(data_path: str, horizon: int, task_types: tuple[str, ...] = (PICK_AND_PLACE,)):
     """AlfredTWEnv over ``data_path``, made once per process, path, horizon and task types."""
     return new_alfred_tw_env(Path(data_path), horizon, task_types)
 
 
 def collect_games(data_path: Path, horizon: int,
-                  task_types: tuple[int, ...] = (PICK_AND_PLACE,)) -> list[str]:
+                  task_types: tuple[str, ...] = (PICK_AND_PLACE,)) -> list[str]:
     """The solvable game files of ``task_types`` AlfredTWEnv finds under ``data_path``,
     sorted."""
     return sorted(alfred_tw_env(str(data_path), horizon, task_types).game_files)

@@ -8,8 +8,9 @@ TextWorld's PDDL backend, ALFWorld's handcoded expert) plays them unchanged::
 
     <out>/json_2.1.1/<split dir>/pick_and_place_simple-<Obj>-None-<Recep>-<room>/trial_<id>/
         traj_data.json   task_type, pddl_params, turk_annotations, scene
-    (the other types' folders are named after their type)
         game.tw-pddl     JSON: pddl_domain, grammar (task filled in), pddl_problem, solvable
+
+(the other types' folders begin with their type's name).
 
 A game is one room (kitchen, living room, bedroom or bathroom) with a random set of that room's
 receptacles (cabinets, drawers, fridge, microwave and safe start closed), the target object in
@@ -164,10 +165,9 @@ def task_pairs(task_type: str) -> list[tuple[str, str]]:
                 if rooms_for(obj, LAMP, task_type) and any(obj in h for h in holds.values()):
                     pairs.add((obj, LAMP))
                 continue
-            if task_type in APPLIANCES:
-                appliance, prop = APPLIANCES[task_type]
-                if obj not in constants.VAL_ACTION_OBJECTS[prop]:
-                    continue
+            if task_type in APPLIANCES and (
+                    obj not in constants.VAL_ACTION_OBJECTS[APPLIANCES[task_type][1]]):
+                continue
             for recep, (_, most) in room.receptacles.items():
                 if most > 0 and obj in holds[recep] and rooms_for(obj, recep, task_type) and (
                         task_type not in APPLIANCES or recep != APPLIANCES[task_type][0]):
@@ -355,8 +355,9 @@ def generate(out: Path, n: int, seed: int, splits: tuple[str, ...] = ("train", "
         raise ValueError(f"n must be >= 1, got {n}")
     written: dict[str, list[Path]] = {}
     done = 0
+    pick_pairs = task_type in (TASK_TYPE, "pick_two_obj_and_place")  # SPLIT_PAIRS
     for split in splits:
-        if task_type in (TASK_TYPE, "pick_two_obj_and_place"):
+        if pick_pairs:
             pairs = SPLIT_PAIRS[split]
         else:
             pairs = task_pairs(task_type)[(0 if split == "train" else 1)::2]
@@ -367,7 +368,7 @@ def generate(out: Path, n: int, seed: int, splits: tuple[str, ...] = ("train", "
                 task = PAPER_TRAIN_TASKS[i % len(PAPER_TRAIN_TASKS)]
                 obj, recep = pair_of(task)
                 tasks: tuple[str, ...] | None = (task,)
-            elif task_type in (TASK_TYPE, "pick_two_obj_and_place"):
+            elif pick_pairs:
                 (obj, recep), tasks = pairs[i % len(pairs)], None
             else:
                 (obj, recep), tasks = pairs[(i * 7) % len(pairs)], None
