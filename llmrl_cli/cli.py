@@ -77,6 +77,9 @@ def run(
     episodes: Optional[int] = typer.Option(None, help="training episodes"),
     seed: Optional[int] = typer.Option(None, help="drives env, torch, numpy and prior sampling"),
     num_envs: Optional[int] = typer.Option(None, help="environments stepping together"),
+    num_env_workers: Optional[int] = typer.Option(
+        None, help="step the envs in this many worker processes, all at once (0: in this "
+        "process, the default); the same results"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     encoder: Optional[str] = typer.Option(None, help="encoder folder (default all-MiniLM-L6-v2)"),
     experiment: Optional[str] = typer.Option(None, help="results sub-folder name (default)"),
@@ -102,7 +105,8 @@ def run(
                  stop_on_newline=stop_on_newline, max_new_tokens=max_new_tokens,
                  prior_draws=prior_draws, history_length=history_length,
                  chat_template=chat_template, temperature=temperature, top_p=top_p, k=k,
-                 episodes=episodes, seed=seed, num_envs=num_envs, device=device, encoder=encoder,
+                 episodes=episodes, seed=seed, num_envs=num_envs,
+                 num_env_workers=num_env_workers, device=device, encoder=encoder,
                  experiment=experiment, out=out, prior_cache=prior_cache, dataset=dataset,
                  max_transitions=max_transitions,
                  agent={"grad_steps": grad_steps} if grad_steps is not None else None)
@@ -334,17 +338,25 @@ def compare(
 
 @app.command("bench")
 def bench_command(
-    env: str = typer.Option("frozenlake", help="environment (see `llmrl envs`)"),
+    env: Optional[str] = typer.Option(None, help="environment (see `llmrl envs`; default: frozenlake, or the --config file's)"),
     episodes: int = typer.Option(40, help="training episodes of each mode"),
-    num_envs: str = typer.Option("8", help="ours: environments stepping together; several "
-                                 "(e.g. 8,16,32) run ours once per count against one reference"),
+    num_envs: Optional[str] = typer.Option(None, help="ours: environments stepping together "
+                                           "(default 8); several (e.g. 8,16,32) run ours once "
+                                           "per count against one reference; gflan: one count "
+                                           "(default: the --config file's, else 1)"),
     seed: int = typer.Option(0, help="the same seed for both modes"),
     k: int = typer.Option(5, help="proposals per state"),
     prior_model: Optional[str] = typer.Option(None, help="local prior model (default: the "
                                               "embedded SmolLM2-135M-Instruct)"),
     eval_episodes: Optional[int] = typer.Option(None, help="episodes per evaluation (default: "
                                                 "the env preset's)"),
-    modes: str = typer.Option("reference,ours", help="which modes to run, comma-separated"),
+    modes: Optional[str] = typer.Option(None, help="which modes to run, comma-separated "
+                                        "(dqn-prior: reference,ours; gflan: padded,tree)"),
+    algo: str = typer.Option("dqn-prior", help="dqn-prior (the paper's pattern against ours), "
+                             "gflan or gflan-prior (GFlan's scoring paths)"),
+    config: Optional[Path] = typer.Option(None, help="gflan: YAML file of the run's settings, "
+                                          "e.g. experiments/gflan.yaml"),
+    updates: int = typer.Option(1, help="gflan: rollouts, each with its PPO update, per mode"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
     out: Optional[Path] = typer.Option(None, help="keep each mode's run (CSV, config) under "
@@ -358,18 +370,27 @@ def bench_command(
                                        "newline (every sample has one; kinder) | paper (the "
                                        "paper's stop words <END>, <eos>, end-of-text)"),
 ) -> None:
-    """Time the paper code's pattern and ours on the same dqn-prior budget, side by side."""
+    """Time the paper code's pattern and ours on the same dqn-prior budget, side by side; with
+    --algo gflan, GFlan's token-tree scoring beside the padded path before it."""
     import json
 
     from .bench import MODES, bench, check_reference_stop
     from .config import build_config
 
+    if algo in ("gflan", "gflan-prior"):
+        _bench_gflan(env, algo, config, num_envs, seed, prior_model, modes, device, updates,
+                     json_out)
+        return
+    if algo != "dqn-prior":
+        raise UserError(f"llmrl bench times dqn-prior, gflan or gflan-prior, not {algo!r}")
+    modes = modes or "reference,ours"
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
     bad = [m for m in chosen if m not in MODES]
     if bad or not chosen:
         raise UserError(f"unknown bench mode(s) {', '.join(bad) or repr(modes)}; choose from: "
                         f"{', '.join(MODES)}")
     check_reference_stop(reference_stop)  # before the progress bars start
+    num_envs = num_envs or "8"
     try:
         counts = [int(n) for n in num_envs.split(",") if n.strip()]
     except ValueError:
@@ -378,7 +399,8 @@ def bench_command(
         raise UserError(f"--num-envs must be one or more positive integers, comma-separated; "
                         f"got {num_envs!r}")
     agent = {"eval_episodes": eval_episodes} if eval_episodes is not None else None
-    cfg = build_config(None, env=env, algo="dqn-prior", prior="local", episodes=episodes,
+    cfg = build_config(None, env=env or "frozenlake", algo="dqn-prior", prior="local",
+                       episodes=episodes,
                        num_envs=counts[0], seed=seed, k=k, prior_model=prior_model,
                        device=device, agent=agent, run_ahead=run_ahead,
                        prior_draws="memo")  # the reference pattern memoises (bench.py)
@@ -395,6 +417,71 @@ def bench_command(
         typer.echo(json.dumps(result))
         return
     _print_bench(result)
+
+
+def _bench_gflan(env: Optional[str], algo: str, config: Optional[Path],
+                 num_envs: Optional[str], seed: int,
+                 prior_model: Optional[str], modes: Optional[str], device: Optional[str],
+                 updates: int, json_out: bool) -> None:
+    import json
+
+    from .bench_gflan import MODES, bench_gflan
+    from .config import build_config, load_yaml
+
+    chosen = tuple(m.strip() for m in (modes or "padded,tree").split(",") if m.strip())
+    bad = [m for m in chosen if m not in MODES]
+    if bad or not chosen:
+        raise UserError(f"unknown gflan bench mode(s) {', '.join(bad) or repr(modes)}; choose "
+                        f"from: {', '.join(MODES)}")
+    if updates < 1:
+        raise UserError(f"--updates must be >= 1, got {updates}")
+    if num_envs is not None and (not num_envs.isdigit() or int(num_envs) < 1):
+        raise UserError(f"--num-envs must be one positive integer with --algo {algo}; "
+                        f"got {num_envs!r}")
+    data = load_yaml(config) if config else {}
+    for key in ("sweep", "profiles", "experiment"):
+        data.pop(key, None)
+    cfg = build_config(data, env=env or data.get("env", "frozenlake"), algo=algo, seed=seed,
+                       num_envs=int(num_envs) if num_envs else None, prior_model=prior_model,
+                       device=device)
+    _quiet_libraries()
+    result = bench_gflan(cfg, chosen, updates, log=lambda m: console.print(m) if not json_out
+                         else None)
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"llmrl bench: {result['env']} × {algo} × {result['model']}, "
+                        f"{result['num_envs']} env(s), {updates} rollout(s) of "
+                        f"{result['rollout_steps']} transitions, minibatch "
+                        f"{result['minibatch_size']} × {result['epochs']} epochs, seed {seed}",
+                  title_justify="left")
+    rows = [("env steps", "env_steps", "{:,}"), ("wall s", "wall_s", "{:.1f}"),
+            ("env steps / s", "steps_per_s", "{:.3f}"), ("  acting forwards s", "acting_s",
+                                                        "{:.1f}"),
+            ("  env s", "env_s", "{:.2f}"), ("  PPO updates s", "update_s", "{:.1f}"),
+            ("gradient steps", "grad_steps", "{}"), ("s / gradient step", "grad_step_s",
+                                                    "{:.2f}"),
+            ("  the first", "first_grad_step_s", "{:.2f}"),
+            ("  the slowest", "slowest_grad_step_s", "{:.2f}"),
+            ("first minibatch's loss", "first_loss", "{:.5f}"),
+            ("peak RSS MB", "peak_rss_mb", "{:,}")]
+    modes_out = result["modes"]
+    if any("peak_cuda_mb" in m for m in modes_out.values()):
+        rows.append(("peak CUDA MB", "peak_cuda_mb", "{:,}"))
+    table.add_column("")
+    for mode in modes_out:
+        table.add_column(mode, justify="right")
+    for label, key, fmt in rows:
+        table.add_row(label, *[fmt.format(modes_out[m][key]) for m in modes_out])
+    out = Console()
+    out.print(table)
+    host = result["host"]
+    out.print(f"host: {host['cpu']}, {host['cores']} cores, {host['threads']} threads, torch "
+              f"{host['torch']}" + (f", GPU {host['gpu']}" if "gpu" in host else ""))
+    for what, ratio in result.get("speedups", {}).items():
+        out.print(f"{chosen[0]} / {chosen[-1]} ({what.replace('_', ' ')}): {ratio:.2f}x")
 
 
 def _print_bench(result: dict) -> None:

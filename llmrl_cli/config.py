@@ -40,7 +40,7 @@ NON_IDENTITY_KEYS = ("device", "out", "prior_cache", "episodes", "prior_url", "p
                      "prior_timeout_s", "prior_retries",
                      "encoder_cache_size",
                      "prefix_cache_mb", "prior_batch_kv_mb", "prior_cpu_kernels",
-                     "checkpoint_minutes", "eval_overlap")
+                     "checkpoint_minutes", "eval_overlap", "num_env_workers")
 #: Settings added after results were first written whose effect, in results written before,
 #: was not their default (so a resume finds those results' settings as they ran)
 VALUES_BEFORE_ADDED = {"run_ahead": 0, "stop_on_newline": True, "prior_draws": "memo",
@@ -50,8 +50,9 @@ AGENT_VALUES_BEFORE_ADDED = {"dataset_max_new_tokens": 10, "buffer_balance": "of
                              "q_text_task": ""}
 #: Agent settings since removed, with the value under which old results match the code now
 REMOVED_AGENT_SETTINGS = {"reference_td_broadcast": False}
-#: The same inside ``agent``: the offline budget (a longer run continues a shorter one).
-NON_IDENTITY_AGENT_KEYS = ("grad_steps",)
+#: The same inside ``agent``: the offline budget (a longer run continues a shorter one), and
+#: how many tokens a GFlan scoring forward holds (float rounding only).
+NON_IDENTITY_AGENT_KEYS = ("grad_steps", "max_tree_tokens")
 
 
 @dataclass
@@ -71,6 +72,9 @@ class RunConfig:
     seed: int = setting(0, "the run's seed: envs, networks, sampling", low=0, label="--seed")
     num_envs: int = setting(1, "environments stepping together (one batch per step)",
                             paper="1", low=1, label="--num-envs")
+    num_env_workers: int = setting(0, "step the envs in this many worker processes, all at "
+                                   "once (0: in this process); the same results",
+                                   unit="processes", low=0, label="--num-env-workers")
     device: str = setting("auto", "where networks run: auto, cpu, cuda[:n]")
     experiment: str = setting("default", "the results folder's experiment name")
     out: str = setting("results", "the results root folder")
@@ -184,8 +188,9 @@ class RunConfig:
 #: stay flat, each the name of its flag (``prior_model`` is ``--prior-model``); every setting is
 #: in exactly one group (tests/test_cli.py checks).
 CONCERNS: dict[str, tuple[str, ...]] = {
-    "run": ("algo", "episodes", "seed", "num_envs", "device", "experiment", "out",
-            "checkpoint_minutes", "eval_overlap", "run_ahead", "dataset", "max_transitions"),
+    "run": ("algo", "episodes", "seed", "num_envs", "num_env_workers", "device", "experiment",
+            "out", "checkpoint_minutes", "eval_overlap", "run_ahead", "dataset",
+            "max_transitions"),
     "env": ("env", "env_kwargs"),
     "prior": ("prior", "prior_model", "prior_url", "prior_timeout_s", "prior_retries",
               "prior_mode", "prior_permutations", "prior_uniform_mix", "projection",

@@ -16,6 +16,8 @@ exact KL over the admissible actions, for reference).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +26,7 @@ import torch
 from .agents.gflan import GFlanAgent, gae
 from .encoders import EncoderStats
 from .errors import UserError
-from .priors import make_prior
+from .priors import PriorQuery, make_prior
 from .priors.local import LocalLLMPrior
 from .runner import CSV_COLUMNS, Runner
 from .training.steps import Decision, Slot, StepState
@@ -76,16 +78,14 @@ class GFlanRunner(Runner):
         if not isinstance(self.prior, LocalLLMPrior):
             raise UserError(f"--algo {cfg.algo} trains the LLM in-process: use --prior local")
         self.agent = GFlanAgent(self.prior, cfg.agent)
+        self.kl_prior = None  # gflan-prior's p_LLM when not the policy's own base model
+        if cfg.algo == "gflan-prior" and cfg.agent.kl_prior != "base":
+            self.kl_prior = make_prior(kl_prior_config(cfg), str(self.device))
         self.encoder = _NoEncoder()
         self.replay = Rollout(cfg.num_envs)
         self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.slots = [Slot(self._make_env()) for _ in range(cfg.num_envs)]
-        self.eval_slots = [Slot(self._make_env()) for _ in range(min(cfg.agent.eval_episodes, 64))]
-
-    def _make_env(self):
-        from .envs import make
-
-        return make(self.cfg.env, **self.cfg.env_kwargs)
+        self.slots = [Slot(self.make_env()) for _ in range(cfg.num_envs)]
+        self.eval_slots = [Slot(self.make_env()) for _ in range(min(cfg.agent.eval_episodes, 64))]
 
     # -- acting -----------------------------------------------------------------------------
     def decide(self, states: list[StepState], agents: list | None = None,
@@ -105,9 +105,12 @@ class GFlanRunner(Runner):
         started = time.perf_counter()
         with torch.no_grad():
             logpi, values = self.agent.evaluate_actions(prompts, actions)
-            prior_logp = (torch.log_softmax(self.agent.prior_scores(prompts, actions), 1)
-                          if with_prior else None)
+            prior_logp = None
+            if with_prior and self.kl_prior is None:
+                prior_logp = torch.log_softmax(self.agent.prior_scores(prompts, actions), 1)
         stats.seconds += time.perf_counter() - started
+        if with_prior and self.kl_prior is not None:
+            prior_logp = self.kl_prior_logp(queries, logpi.shape[1])
         stats.calls += 1
         stats.queries += len(states) * (2 if with_prior else 1)
         stats.model_queries += len(states) * (2 if with_prior else 1)
@@ -126,14 +129,26 @@ class GFlanRunner(Runner):
             decisions.append(d)
         return decisions
 
+    def kl_prior_logp(self, queries: list[PriorQuery], width: int) -> torch.Tensor:
+        """log p_LLM over each state's actions from ``kl_prior`` (``[B, width]``, -inf where a
+        state has fewer actions): its summed log-probs, log-softmaxed over the admissible
+        actions (and averaged over orderings as probabilities, under prior_permutations)."""
+        out = torch.full((len(queries), width), -torch.inf)
+        for i, per_order in enumerate(self.kl_prior.scores(queries)):
+            logp = torch.log_softmax(torch.tensor(per_order, dtype=torch.float64), 1)
+            out[i, : logp.shape[1]] = (torch.logsumexp(logp, 0) - math.log(len(logp))).float()
+        return out
+
     def _batch_step(self) -> None:
         cfg = self.cfg
         states = [self.state_of(s, counted=True) for s in self.slots]
         decisions = self.policy_decisions(states, with_prior=cfg.algo == "gflan-prior")
-        for i, (slot, d) in enumerate(zip(self.slots, decisions)):
+        chosen = [int(torch.multinomial(d.q.exp(), 1, generator=self.rng))  # a ~ pi
+                  for d in decisions]
+        results = self._act_all(self.slots, [d.candidates[i] for d, i in zip(decisions, chosen)])
+        for i, (slot, d, index, result) in enumerate(zip(self.slots, decisions, chosen, results)):
             self._count_optimal(d)
-            index = int(torch.multinomial(d.q.exp(), 1, generator=self.rng))  # a ~ pi
-            obs, reward, terminated, truncated, info = self._act(slot, d.candidates[index])
+            obs, reward, terminated, truncated, info = result
             step = {"prompt": d.prompt, "actions": d.candidates, "action": index,
                     "logp": float(d.q[index]), "value": d.value, "reward": float(reward),
                     "done": bool(terminated or truncated), "next_value": 0.0,
@@ -197,6 +212,15 @@ class GFlanRunner(Runner):
         for i, saved in enumerate(state["slots"]):
             if not saved["at_start"]:  # that env's partial episode is lost: so are its steps
                 self.replay.steps[i] = []
+
+
+def kl_prior_config(cfg):
+    """The RunConfig of gflan-prior's ``kl_prior``: the run's prior settings with that backend,
+    model and server, in score mode (exact probabilities of the admissible actions)."""
+    agent = cfg.agent
+    return dataclasses.replace(cfg, prior=agent.kl_prior, prior_mode="score",
+                               prior_model=agent.kl_prior_model or cfg.prior_model,
+                               prior_url=agent.kl_prior_url, prior_uniform_mix=0.0)
 
 
 def collate(steps: list[dict], device: torch.device) -> dict:

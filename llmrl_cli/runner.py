@@ -47,6 +47,7 @@ from .priors import PriorQuery
 from .priors.draws import TRAIN_STREAM
 from .seeding import stable_seed
 from .training import run_ahead_step
+from .training.env_workers import step_envs
 from .training.evaluator import Evaluation
 from .training.loop import CSV_COLUMNS, Loop
 from .training.steps import Decision, Pending, Slot, StepState
@@ -77,6 +78,9 @@ class Runner(Loop):
         self.episodes_done = self.episodes_started = 0
         self.next_train = cfg.agent.train_every  # the episode count of the next training phase
         self.in_eval: Evaluation | None = None  # the evaluation under way
+        #: env steps of a batch step not taken yet: (slot, decision, index of the action,
+        #: the env's step result, the decision on its truncated episode's last state)
+        self.stepped: list[tuple] = []
         self.last_checkpoint = self.started
 
     # -- the loop -------------------------------------------------------------------------
@@ -118,6 +122,9 @@ class Runner(Loop):
 
     def _batch_step(self) -> None:
         """One batch step (module docstring); returns early at an eval point."""
+        if self.stepped:  # steps an eval point left waiting
+            self._take_steps()
+            return
         cfg = self.cfg
         slots = self.slots
         ev = self.in_eval  # an evaluation overlapping training: its states join the batch
@@ -137,15 +144,27 @@ class Runner(Loop):
             self._advance_evaluation(decisions[len(states):])
             decisions = decisions[: len(states)]
         boot_decisions = dict(zip(map(id, boot), decisions[len(slots):]))
-        for slot, d in zip(slots, decisions):
+        # every env's action first, then all envs step at once (in workers under
+        # num_env_workers), then each step is taken in turn
+        chosen = [self.choose(d, cfg.agent.exploration, self.rng) for d in decisions[: len(slots)]]
+        results = self._act_all(slots, [d.candidates[i] for d, i in zip(decisions, chosen)])
+        self.stepped = [(slot, d, i, result, boot_decisions.get(id(slot)))
+                        for slot, d, i, result in zip(slots, decisions, chosen, results)]
+        self._take_steps()
+
+    def _take_steps(self) -> None:
+        """Take the batch's env steps in turn: complete each env's last transition, store this
+        one, end episodes, train. At an eval point the rest wait in ``stepped`` for the next
+        batch step, so that evaluations happen at exactly their episode counts."""
+        cfg = self.cfg
+        while self.stepped:
+            slot, d, index, (obs, reward, terminated, truncated, info), boot = self.stepped.pop(0)
             if slot.pending is not None:  # complete the previous transition with C(s')
                 pending = slot.pending
-                nxt = boot_decisions[id(slot)] if slot.bootstrap is not None else d
+                nxt = boot if slot.bootstrap is not None else d
                 self._store(slot, pending.features, pending.reward, pending.done, nxt.features)
                 slot.pending, slot.bootstrap = None, None
             self._count_optimal(d)
-            index = self.choose(d, cfg.agent.exploration, self.rng)
-            obs, reward, terminated, truncated, info = self._act(slot, d.candidates[index])
             features = d.features[index] if self.learns else None
             if terminated:
                 self._store(slot, features, reward, True, None)
@@ -172,12 +191,18 @@ class Runner(Loop):
 
     def _act(self, slot: Slot, action: str):
         """Step ``slot``'s env with ``action``, keeping its episode counters and history."""
-        obs, reward, terminated, truncated, info = slot.env.step(action)
-        self.env_steps += 1
-        slot.episode_len += 1
-        slot.episode_return += reward
-        slot.history.append(history_line(slot.obs["text"], action))
-        return obs, reward, terminated, truncated, info
+        return self._act_all([slot], [action])[0]
+
+    def _act_all(self, slots: list[Slot], actions: list[str]) -> list[tuple]:
+        """Step each slot's env with its action (at once, under ``num_env_workers``), keeping
+        the episode counters and histories; the envs' ``step`` results."""
+        results = step_envs([slot.env for slot in slots], actions)
+        for slot, action, (_, reward, *_) in zip(slots, actions, results):
+            self.env_steps += 1
+            slot.episode_len += 1
+            slot.episode_return += reward
+            slot.history.append(history_line(slot.obs["text"], action))
+        return results
 
     def _new_episode(self, slot: Slot) -> None:
         n = self.episodes_started

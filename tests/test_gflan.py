@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from llmrl_cli.agents.gflan import GFlanAgent, GFlanConfig, kl_estimate, score_actions
+from llmrl_cli.agents.gflan import (ActionTree, GFlanAgent, GFlanConfig, kl_estimate,
+                                     score_actions)
 from llmrl_cli.config import build_config
 from llmrl_cli.envs import make
 from llmrl_cli.errors import UserError
@@ -46,7 +47,7 @@ def _direct(agent, prompt, action):
     ids = agent.prior.candidate_ids(action)
     logits = agent.model(input_ids=torch.tensor([prompt_ids + ids])).logits[0].float()
     logp = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], -1)
-    return float(logp.gather(-1, torch.tensor(ids)[:, None]).sum())
+    return logp.gather(-1, torch.tensor(ids)[:, None]).sum()
 
 
 @torch.no_grad()
@@ -54,17 +55,59 @@ def test_action_logprobs_equal_a_direct_forward_per_action(setup):
     _, agent, _ = setup
     prompts = _prompts()
     ids = [[agent.prior.candidate_ids(a) for a in acts] for acts in ACTIONS]
-    scores, h = score_actions(agent.model, agent._prefill(prompts), ids,
-                              agent.prior.engine._tokenizer.pad_token_id, hidden=True)
+    scores, h = score_actions(agent.model, agent.engine.prompt_ids(prompts), ids, hidden=True)
     assert h.shape == (2, agent.model.config.hidden_size)
     for i, (prompt, acts) in enumerate(zip(prompts, ACTIONS)):
-        direct = torch.tensor([_direct(agent, prompt, a) for a in acts])
+        direct = torch.tensor([float(_direct(agent, prompt, a)) for a in acts])
         assert torch.allclose(scores[i, : len(acts)], direct, atol=1e-3), (scores[i], direct)
         assert (direct < 0).all()  # log-probabilities (log_softmax first), not raw logits
     assert scores[1, 3] == -torch.inf  # the shorter action list is padded out
     logpi, values = agent.evaluate_actions(prompts, ACTIONS)
     assert torch.allclose(logpi[0].exp().sum(), torch.tensor(1.0))
     assert values.shape == (2,)
+
+
+def test_action_tree_shares_prefixes_and_masks_each_sequence_to_its_own_tokens():
+    # prompts [1 2 3] and [1 2 4]; actions [5], [6 7] after the first, [5] after the second
+    tree = ActionTree.build([[1, 2, 3], [1, 2, 4]], [[[5], [6, 7]], [[5]]])
+    assert tree.tokens.tolist() == [1, 2, 3, 5, 6, 7, 4, 5]  # depth-first, "1 2" once
+    assert tree.positions.tolist() == [0, 1, 2, 3, 3, 4, 2, 3]
+    assert tree.prompt_last.tolist() == [2, 6] and tree.shape == (2, 2)
+    # token 7 is predicted by 6, 6 and the first 5 by 3, the second 5 by 4
+    assert tree.predictors.tolist() == [2, 2, 4, 6] and tree.targets.tolist() == [5, 6, 7, 5]
+    assert tree.pairs.tolist() == [0, 1, 1, 2]
+    sees = tree.attention_mask()[0, 0].int().tolist()
+    assert sees[5] == [1, 1, 1, 0, 1, 1, 0, 0]  # "7": 1 2 3 6 7
+    assert sees[7] == [1, 1, 0, 0, 0, 0, 1, 1]  # the second "5": 1 2 4 5
+
+
+def test_tree_scores_and_gradients_equal_one_forward_per_action(setup):
+    """The batched path against the per-sample one (a plain forward per prompt + action): the
+    same scores, and the same gradient of a loss on them, whether the batch is one tree, a
+    tree per state, or holds a state twice."""
+    _, agent, _ = setup
+    prompts = _prompts() + [_prompts()[0]]
+    actions = ACTIONS + [ACTIONS[0][:2]]
+    ids = [[agent.prior.candidate_ids(a) for a in acts] for acts in actions]
+    weights = torch.tensor([[0.3, -1.0, 0.5, 2.0], [1.0, 0.7, -0.4, 0.0], [-0.2, 0.9, 0.0, 0.0]])
+    lora = [p for n, p in agent.model.named_parameters() if "lora" in n]
+
+    def grads(loss):
+        agent.model.zero_grad(set_to_none=True)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in lora])
+
+    direct = [[_direct(agent, p, a) for a in acts] for p, acts in zip(prompts, actions)]
+    direct_loss = sum(w * s for row, ws in zip(direct, weights) for s, w in zip(row, ws))
+    reference = grads(direct_loss)
+    for max_tokens in (2048, 1):  # one tree; a tree per state
+        scores, _ = score_actions(agent.model, agent.engine.prompt_ids(prompts), ids,
+                                  max_tree_tokens=max_tokens)
+        for i, row in enumerate(direct):
+            assert torch.allclose(scores[i, : len(row)], torch.stack(row).detach(), atol=1e-3)
+        assert torch.isinf(scores[2, 2:]).all()
+        got = grads((torch.where(torch.isfinite(scores), scores, 0.0) * weights).sum())
+        assert torch.allclose(got, reference, rtol=1e-3, atol=1e-5), (got - reference).abs().max()
 
 
 def test_adapters_off_reproduce_the_base_models_scores_exactly(setup):
@@ -148,3 +191,38 @@ def test_tiny_run_writes_ppo_columns_and_resumes(tmp_path, algo):
     GFlanRunner(cfg(2), log=lambda *_: None).run()
     df = pd.read_csv(path)
     assert list(df.episode) == [0, 1, 2] and df.grad_steps.iloc[-1] > df.grad_steps.iloc[1]
+
+
+def _policy_states(runner, count):
+    """The first ``count`` states of the runner's first env under the first admissible action."""
+    from llmrl_cli.training.steps import StepState
+
+    slot = runner.slots[0]
+    runner._new_episode(slot)
+    states = []
+    for _ in range(count):
+        states.append(StepState(slot.obs, list(slot.history), (), runner.context(slot.env)))
+        slot.obs = runner._act(slot, slot.obs["actions"][0])[0]
+    return states
+
+
+def test_the_kl_prior_can_be_another_model(tmp_path):
+    """kl_prior local: p_LLM from a second in-process model (here the same embedded one, so
+    its probabilities must equal the policy's own base model's, adapters off)."""
+    from llmrl_cli.gflan import GFlanRunner
+
+    def runner(prior):
+        cfg = build_config(env="frozenlake", algo="gflan-prior", seed=0, device="cpu",
+                           out=str(tmp_path / prior), agent={"kl_prior": prior})
+        built = GFlanRunner(cfg, log=lambda *_: None)
+        built.build()
+        return built
+
+    other, base = runner("local"), runner("base")
+    assert other.kl_prior is not None and other.kl_prior.engine is not other.prior.engine
+    states = _policy_states(base, 3)
+    theirs = other.policy_decisions(states, with_prior=True)
+    ours = base.policy_decisions(states, with_prior=True)
+    for t, o in zip(theirs, ours):
+        assert torch.allclose(t.prior_logp, o.prior_logp, atol=1e-4), (t.prior_logp, o.prior_logp)
+        assert len(t.samples) == 5 and t.prior_logp.exp().sum() == pytest.approx(1, abs=1e-5)

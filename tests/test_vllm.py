@@ -69,3 +69,28 @@ def test_dqn_prior_trains_against_the_server(url, tmp_path, mode):
     assert (df.prior == "vllm").all()
     assert df.llm_calls.iloc[-1] > 0 and df.llm_tokens.iloc[-1] > 0
     assert df.eval_success.between(0, 1).all()
+
+
+def test_gflan_prior_takes_its_kl_prior_from_the_server(url, tmp_path):
+    """kl_prior vllm: the KL's p_LLM from the served model (the embedded one, so the same
+    probabilities as the policy's own base model with its adapters off)."""
+    import torch
+
+    from llmrl_cli.gflan import GFlanRunner
+    from llmrl_cli.training.steps import StepState
+
+    def runner(agent):
+        cfg = build_config(env="frozenlake", algo="gflan-prior", seed=0, device="cpu",
+                           out=str(tmp_path), agent=agent)
+        built = GFlanRunner(cfg, log=lambda *_: None)
+        built.build()
+        return built
+
+    served = runner({"kl_prior": "vllm", "kl_prior_url": url, "kl_prior_model": MODEL})
+    base = runner({})
+    slot = base.slots[0]
+    base._new_episode(slot)
+    states = [StepState(slot.obs, [], (), base.context(slot.env))]
+    theirs = served.policy_decisions(states, with_prior=True)[0].prior_logp
+    ours = base.policy_decisions(states, with_prior=True)[0].prior_logp
+    assert torch.allclose(theirs.exp(), ours.exp(), atol=1e-3), (theirs, ours)

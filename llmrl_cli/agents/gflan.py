@@ -8,7 +8,10 @@ Policy. For a state s with admissible actions A(s) and its prompt x (the env's t
     pi(a|s)  = softmax_{a in A(s)} score(a)
     V(s)     = MLP(h_L(x)[-1])                           (last layer, prompt's last token)
 
-One prompt forward per state; every action's tokens run against that prompt's KV cache.
+A batch's prompts and their actions run as one forward over a token tree (``ActionTree``):
+shared prefixes once, every action's tokens after its prompt, a mask that lets each token see
+only its own sequence; acting scores all envs' states so, and a PPO minibatch is one such
+forward and backward (trees of at most ``max_tree_tokens``).
 LoRA adapters (peft) sit on the LM's linear layers: adapters on = the policy pi, adapters off =
 the frozen prior p_LLM (the same scores, one base model in memory).
 
@@ -37,10 +40,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..engine import select_cache
 from ..settings import check, setting
 
 EVAL_POLICIES = ("greedy", "softmax")
+#: where gflan-prior's p_LLM comes from (``GFlanConfig.kl_prior``)
+KL_PRIORS = ("base", "local", "vllm")
 
 
 @dataclass
@@ -63,11 +67,22 @@ class GFlanConfig:
     minibatch_size: int = setting(8, "transitions per PPO minibatch", unit="transitions", low=1)
     kl_beta: float = setting(0.1, "gflan-prior: beta, the weight of KL(pi || p_LLM) (ours)",
                              low=0)
+    kl_prior: str = setting("base", "gflan-prior: the p_LLM of the KL: base (the policy's own "
+                            "model, adapters off) or another model scoring the actions: local "
+                            "(in-process) or vllm (served); the paper leaves it open",
+                            choices=KL_PRIORS)
+    kl_prior_model: str | None = setting(None, "kl_prior local or vllm: its model (a folder, a "
+                                         ".gguf file or a served name; default: prior_model)")
+    kl_prior_url: str | None = setting(None, "kl_prior vllm: the server (default "
+                                       "http://127.0.0.1:8000)")
     lora_r: int = setting(8, "LoRA rank", low=1)
     lora_alpha: int = setting(16, "LoRA alpha")
     lora_dropout: float = setting(0.0, "LoRA dropout", low=0, high=1)
     lora_targets: str = setting("all-linear", "LoRA's modules: all-linear or a comma-separated "
                                 "list of module names")
+    max_tree_tokens: int = setting(2048, "tokens per scoring forward: prompts and actions "
+                                   "laid out as one token tree (attention costs its square)",
+                                   unit="tokens", low=1)
     value_hidden: int = setting(256, "width of the value head's hidden layer", low=1)
     eval_every: int = setting(20, "episodes between evaluations", unit="episodes", low=1)
     eval_episodes: int = setting(10, "episodes per evaluation", unit="episodes", low=1)
@@ -82,40 +97,178 @@ class GFlanConfig:
         check(self)
 
 
-# -- scoring: one prompt forward, actions on its KV cache (with gradients) --------------------
-def score_actions(lm, prefill, candidate_ids: list[list[list[int]]], pad_id: int,
-                  hidden: bool = False):
-    """Summed log-probs of each candidate's tokens after its prompt.
+# -- scoring: all prompts and their candidate actions as one token tree, one forward --------
+@dataclass
+class ActionTree:
+    """A batch's prompts and each prompt's candidate actions as one token tree, in depth-first
+    order: equal prefixes (the instructions every prompt shares, a state met twice, the words
+    candidates share) are one branch. One forward under a tree attention mask -- a token sees
+    itself and its ancestors, at the position of its depth -- gives every token the logits a
+    plain forward over its own prompt + action would give it."""
 
-    ``prefill(hidden)`` runs the prompts (``LocalEngine.tokenize``'s layout: left padding, positions
-    from the mask) and returns (last logits, KV cache, mask, last position, last hidden state or
-    None). Returns ``[B, A]`` scores (-inf where a state has fewer actions) and the ``[B, d]``
-    hidden states (or None). Differentiable; wrap in ``torch.no_grad`` to act.
-    """
-    first_logits, cache, mask, position, h = prefill(hidden)
-    device = first_logits.device
-    owner = [i for i, cands in enumerate(candidate_ids) for _ in cands]
-    ids = [t for cands in candidate_ids for t in cands]
-    length = max(len(t) for t in ids)
-    tokens = torch.full((len(ids), length), pad_id, device=device)
-    valid = torch.zeros((len(ids), length), dtype=torch.long, device=device)
-    for r, t in enumerate(ids):
-        tokens[r, : len(t)] = torch.tensor(t, device=device)
-        valid[r, : len(t)] = 1
-    index = torch.tensor(owner, device=device)
-    total = torch.log_softmax(first_logits[index], -1).gather(-1, tokens[:, :1]).squeeze(-1)
-    if length > 1:
-        out = lm(input_ids=tokens[:, :-1], attention_mask=torch.cat([mask[index], valid[:, :-1]], 1),
-                 position_ids=position[index] + 1 + torch.arange(length - 1, device=device),
-                 past_key_values=select_cache(cache, index), use_cache=True)
-        logp = torch.log_softmax(out.logits.float(), -1)
-        picked = logp.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-        total = total + (picked * valid[:, 1:]).sum(-1)
-    width = max(len(c) for c in candidate_ids)
-    scores = torch.full((len(candidate_ids), width), -torch.inf, device=device)
-    col = torch.tensor([j for cands in candidate_ids for j in range(len(cands))], device=device)
-    scores = scores.index_put((index, col), total)
+    tokens: torch.Tensor  # [N] token ids, depth-first
+    positions: torch.Tensor  # [N] each token's depth: its position in its own sequence
+    subtree_end: torch.Tensor  # [N] node i's descendants are the nodes i+1 .. subtree_end[i]-1
+    prompt_last: torch.Tensor  # [B] each prompt's last token
+    predictors: torch.Tensor  # [M] the node whose next-token logits score ...
+    targets: torch.Tensor  # [M] ... this token of a candidate,
+    pairs: torch.Tensor  # [M] ... of candidate j of state b: b * width + j
+    shape: tuple[int, int]  # (B states, width = the most candidates of a state)
+
+    @classmethod
+    def build(cls, prompt_ids: list[list[int]], candidate_ids: list[list[list[int]]],
+              device: torch.device | str = "cpu") -> ActionTree:
+        trie = TokenTrie()
+        width = max(len(cands) for cands in candidate_ids)
+        prompt_last, predictors, targets, pairs = [], [], [], []
+        for b, (ids, cands) in enumerate(zip(prompt_ids, candidate_ids)):
+            node = trie.path(-1, ids)
+            prompt_last.append(node)
+            for j, cand in enumerate(cands):
+                at = node
+                for tok in cand:
+                    predictors.append(at)
+                    targets.append(tok)
+                    pairs.append(b * width + j)
+                    at = trie.child(at, tok)
+        order, subtree_end = trie.depth_first()
+
+        def placed(values: list[int]) -> torch.Tensor:
+            return torch.empty(len(values), dtype=torch.long).scatter_(
+                0, order, torch.tensor(values)).to(device)
+
+        def renumbered(nodes: list[int]) -> torch.Tensor:
+            return order[torch.tensor(nodes, dtype=torch.long)].to(device)
+
+        return cls(tokens=placed(trie.token), positions=placed(trie.depth),
+                   subtree_end=order.new_tensor(subtree_end).to(device),
+                   prompt_last=renumbered(prompt_last), predictors=renumbered(predictors),
+                   targets=torch.tensor(targets, device=device),
+                   pairs=torch.tensor(pairs, device=device), shape=(len(prompt_ids), width))
+
+    def attention_mask(self) -> torch.Tensor:
+        """``[1, 1, N, N]``, True where token i sees token j: j is i or an ancestor of i."""
+        i = torch.arange(len(self.tokens), device=self.tokens.device)
+        sees = (i[None, :] <= i[:, None]) & (i[:, None] < self.subtree_end[None, :])
+        return sees[None, None]
+
+
+class TokenTrie:
+    """Token sequences as a trie: node ``n`` holds ``token[n]`` after node ``parent[n]`` (-1: a
+    first token), at ``depth[n]``; a parent is always made before its children."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.token: list[int] = []
+        self.depth: list[int] = []
+        self.node_of: dict[tuple[int, int], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.token)
+
+    def child(self, of: int, tok: int) -> int:
+        """The node of ``tok`` after node ``of``, made if new."""
+        node = self.node_of.get((of, tok))
+        if node is None:
+            node = self.node_of[(of, tok)] = len(self.token)
+            self.parent.append(of)
+            self.token.append(tok)
+            self.depth.append(self.depth[of] + 1 if of >= 0 else 0)
+        return node
+
+    def path(self, of: int, tokens: list[int]) -> int:
+        """The node of the last of ``tokens`` after node ``of``, made where new."""
+        for tok in tokens:
+            of = self.child(of, tok)
+        return of
+
+    def new_nodes(self, ids: list[int], cands: list[list[int]]) -> int:
+        """At most how many nodes a prompt and its candidates would add."""
+        node = -1
+        for t, tok in enumerate(ids):
+            node = self.node_of.get((node, tok), -2)
+            if node == -2:
+                return len(ids) - t + sum(map(len, cands))
+        new = 0
+        for cand in cands:
+            at = node
+            for t, tok in enumerate(cand):
+                at = self.node_of.get((at, tok), -2)
+                if at == -2:
+                    new += len(cand) - t
+                    break
+        return new
+
+    def depth_first(self) -> tuple[torch.Tensor, list[int]]:
+        """Each node's depth-first number (``[N]``) and, by that number, where each subtree ends:
+        subtree sizes add up from the last node back (a parent precedes its children), and a
+        child's subtree starts after its earlier siblings' subtrees."""
+        n = len(self.token)
+        size = [1] * n
+        for node in range(n - 1, -1, -1):
+            if self.parent[node] >= 0:
+                size[self.parent[node]] += size[node]
+        first = [0] * n
+        next_free = [0] * n  # where a node's next child's subtree starts
+        next_root = 0
+        for node, of in enumerate(self.parent):
+            if of < 0:
+                first[node], next_root = next_root, next_root + size[node]
+            else:
+                first[node] = next_free[of]
+                next_free[of] += size[node]
+            next_free[node] = first[node] + 1
+        end = [0] * n
+        for node in range(n):
+            end[first[node]] = first[node] + size[node]
+        return torch.tensor(first), end
+
+
+def score_tree(lm, tree: ActionTree, hidden: bool = False):
+    """Summed log-probs of every candidate's tokens after its prompt, by one forward over the
+    tree: ``[B, width]`` scores (-inf where a state has fewer candidates) and, with ``hidden``,
+    the last layer's ``[B, d]`` state at each prompt's last token (else None). Differentiable;
+    wrap in ``torch.no_grad`` to act."""
+    keep, row = torch.unique(tree.predictors, return_inverse=True)
+    out = lm(input_ids=tree.tokens[None], attention_mask=tree.attention_mask(),
+             position_ids=tree.positions[None], use_cache=False, logits_to_keep=keep,
+             output_hidden_states=hidden)
+    logp = torch.log_softmax(out.logits[0].float(), -1)[row, tree.targets]
+    states, width = tree.shape
+    total = torch.zeros(states * width, device=logp.device).index_add(0, tree.pairs, logp)
+    present = torch.zeros(states * width, dtype=torch.bool, device=logp.device)
+    present[tree.pairs] = True
+    scores = torch.where(present, total, -torch.inf).view(states, width)
+    h = out.hidden_states[-1][0, tree.prompt_last] if hidden else None
     return scores, h
+
+
+def score_actions(lm, prompt_ids: list[list[int]], candidate_ids: list[list[list[int]]],
+                  hidden: bool = False, max_tree_tokens: int = 2048):
+    """``score_tree`` over trees of at most ``max_tree_tokens`` tokens (a state whose own tree
+    is larger gets one alone): attention under the tree mask costs N^2, so a big batch runs as
+    several trees. Returns ``[B, width]`` scores and ``[B, d]`` hidden states (or None)."""
+    groups: list[list[int]] = [[]]
+    trie = TokenTrie()
+    for b, (ids, cands) in enumerate(zip(prompt_ids, candidate_ids)):
+        if groups[-1] and len(trie) + trie.new_nodes(ids, cands) > max_tree_tokens:
+            groups.append([])
+            trie = TokenTrie()
+        groups[-1].append(b)
+        end = trie.path(-1, ids)
+        for cand in cands:
+            trie.path(end, cand)
+    device = lm.device
+    width = max(len(cands) for cands in candidate_ids)
+    parts = []
+    for group in groups:
+        tree = ActionTree.build([prompt_ids[i] for i in group],
+                                [candidate_ids[i] for i in group], device)
+        scores, h = score_tree(lm, tree, hidden)
+        pad = torch.full((len(group), width - scores.shape[1]), -torch.inf, device=device)
+        parts.append((torch.cat([scores, pad], 1), h))
+    scores = torch.cat([s for s, _ in parts])
+    return scores, (torch.cat([h for _, h in parts]) if hidden else None)
 
 
 def kl_estimate(logpi: torch.Tensor, prior_logp: torch.Tensor, samples: torch.Tensor
@@ -180,32 +333,22 @@ class GFlanAgent:
         self.last_stats: dict[str, float] = {}
 
     # -- forward passes ---------------------------------------------------------------------
-    def _prefill(self, prompts: list[str]):
-        def run(hidden: bool):
-            batch = self.engine.tokenize(prompts)
-            mask = batch["attention_mask"]
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=batch["input_ids"], attention_mask=mask,
-                             position_ids=positions, use_cache=True, logits_to_keep=1,
-                             output_hidden_states=hidden)
-            h = out.hidden_states[-1][:, -1] if hidden else None
-            return out.logits[:, -1].float(), out.past_key_values, mask, positions[:, -1:], h
-        return run
+    def _scores(self, prompts: list[str], actions: list[list[str]], hidden: bool):
+        prompt_ids = self.engine.prompt_ids(prompts)
+        candidate_ids = [[self.engine.candidate_ids(a) for a in acts] for acts in actions]
+        return score_actions(self.model, prompt_ids, candidate_ids, hidden,
+                             self.cfg.max_tree_tokens)
 
     def evaluate_actions(self, prompts: list[str], actions: list[list[str]], value: bool = True):
         """(log pi [B, A] over each state's actions, V [B] or None), with the adapters on."""
-        ids = [[self.engine.candidate_ids(a) for a in acts] for acts in actions]
-        scores, h = score_actions(self.model, self._prefill(prompts), ids,
-                                  self.engine.pad_token_id, hidden=value)
+        scores, h = self._scores(prompts, actions, hidden=value)
         return torch.log_softmax(scores, 1), (self.value(h) if value else None)
 
     @torch.no_grad()
     def prior_scores(self, prompts: list[str], actions: list[list[str]]) -> torch.Tensor:
         """Summed log-probs with the adapters off: the frozen prior's scores ``[B, A]``."""
-        ids = [[self.engine.candidate_ids(a) for a in acts] for acts in actions]
         with self.model.disable_adapter():
-            scores, _ = score_actions(self.model, self._prefill(prompts), ids,
-                                      self.engine.pad_token_id)
+            scores, _ = self._scores(prompts, actions, hidden=False)
         return scores
 
     # -- PPO --------------------------------------------------------------------------------

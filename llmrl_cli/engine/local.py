@@ -173,6 +173,12 @@ class LocalEngine:
         return self._tokenizer([self._format(p) for p in prompts], return_tensors="pt",
                                padding=True, add_special_tokens=False).to(self._lm.device)
 
+    def prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        """Each prompt's tokens as this engine feeds it (chat template if set), unpadded."""
+        self.load()
+        return self._tokenizer([self._format(p) for p in prompts],
+                               add_special_tokens=False)["input_ids"]
+
     @torch.inference_mode()
     def _transformers_passes_ragged(self) -> bool:
         """Whether transformers' forward of this model hands the ``ragged`` keyword on to the

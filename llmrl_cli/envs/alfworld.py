@@ -346,7 +346,8 @@ class AlfworldPick(TextEnv):
     def admissible_actions(self) -> list[str]:
         return list(self._actions)
 
-    def q_input(self, state: str, action: str, task: str | None = None) -> str:
+    @classmethod
+    def q_input(cls, state: str, action: str, task: str | None = None) -> str:
         """The paper's ALFWorld Q input: its observation is LLF-Bench's cut just before "You
         are allowed to take the following actions:" (train_alfworld.py:277-285), so the text
         goes on with the ". " LLF-Bench put there."""

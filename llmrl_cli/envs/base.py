@@ -124,7 +124,8 @@ class TextEnv(gym.Env[dict, int]):
         with one fixed task (see ``q_input``)."""
         return None
 
-    def q_input(self, state: str, action: str, task: str | None = None) -> str:
+    @classmethod
+    def q_input(cls, state: str, action: str, task: str | None = None) -> str:
         """The Q-network's input text for one (state, action) candidate, byte for byte as the
         paper's ``feat_generate`` writes it (two spaces before "Action"):
         value-based/train_overcooked.py:268; with a task (``feature_task``, or CQL's

@@ -49,10 +49,14 @@ def check_prior_name(name: str) -> None:
 
 def preflight(cfg) -> None:
     """Fail fast, before a run starts, on a prior that cannot answer (a vLLM server down)."""
-    if cfg.prior == "vllm":
-        from .vllm import DEFAULT_URL, VLLMPrior
+    from .vllm import DEFAULT_URL, VLLMPrior
 
+    if cfg.prior == "vllm":
         VLLMPrior(url=cfg.prior_url or DEFAULT_URL, model=cfg.prior_model).check()
+    agent = cfg.agent
+    if cfg.algo == "gflan-prior" and getattr(agent, "kl_prior", "base") == "vllm":
+        VLLMPrior(url=agent.kl_prior_url or DEFAULT_URL,
+                  model=agent.kl_prior_model or cfg.prior_model).check()
 
 
 def make_prior(cfg, device: str) -> ActionPrior:

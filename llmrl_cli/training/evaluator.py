@@ -18,6 +18,7 @@ import torch
 from ..envs.base import history_line
 from ..priors.draws import VisitCounter, eval_stream
 from ..seeding import stable_seed
+from .env_workers import step_envs
 from .steps import Decision, Slot, StepState
 
 #: decisions for a batch of states: (states, agent per state or None, visit stream per state)
@@ -71,10 +72,11 @@ class Evaluator:
             finished: dict[int, tuple[float, bool]] = {}
             while running:
                 decisions = yield [self.state_of(s) for s in running]
+                actions = [d.candidates[self.choose(d, self.policy, rng)] for d in decisions]
+                results = step_envs([slot.env for slot in running], actions)
                 still = []
-                for slot, d in zip(running, decisions):
-                    action = d.candidates[self.choose(d, self.policy, rng)]
-                    obs, reward, terminated, truncated, info = slot.env.step(action)
+                for slot, action, result in zip(running, actions, results):
+                    obs, reward, terminated, truncated, info = result
                     slot.history.append(history_line(slot.obs["text"], action))
                     slot.obs = obs
                     slot.episode_return += reward

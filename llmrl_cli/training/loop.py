@@ -28,6 +28,7 @@ from ..priors import ActionPrior, PriorQuery, make_prior
 from ..priors.draws import TRAIN_STREAM, VisitCounter
 from ..priors.prompts import build_query
 from ..seeding import seed_everything
+from .env_workers import EnvWorkers
 from .evaluator import Evaluator
 from .steps import Decision, Slot, StepState
 from .store import RunStore
@@ -67,6 +68,7 @@ class Loop:
         self.optimal_hits = self.optimal_seen = 0  # counted states whose C(s) held an optimal a
         self.csv_rows = 0  # rows this run has written
         self.track_optimal = False  # whether the env has an expert to count against (check_expert)
+        self.env_workers: EnvWorkers | None = None  # num_env_workers: the envs' processes
         # wall-clock time: this process's start and earlier processes' (a resumed run)
         self.started = time.perf_counter()
         self.wall_before = 0.0
@@ -88,11 +90,19 @@ class Loop:
         self.agent = DQNAgent(self.encoder.dim, cfg.agent, self.device)
         self.replay = ReplayBuffer(cfg.agent.buffer_size, self.encoder.dim)
         self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.slots = [Slot(make(cfg.env, **cfg.env_kwargs), cfg.history_length)
-                      for _ in range(cfg.num_envs)]
+        self.slots = [Slot(self.make_env(), cfg.history_length) for _ in range(cfg.num_envs)]
         n_eval = min(cfg.agent.eval_episodes, 64)  # eval episodes step together as one batch
-        self.eval_slots = [Slot(make(cfg.env, **cfg.env_kwargs), cfg.history_length)
-                           for _ in range(n_eval)]
+        self.eval_slots = [Slot(self.make_env(), cfg.history_length) for _ in range(n_eval)]
+
+    def make_env(self):
+        """A new env of the run: in this process, or under ``num_env_workers`` in a worker
+        process (``env_workers.py``)."""
+        cfg = self.cfg
+        if cfg.num_env_workers == 0:
+            return make(cfg.env, **cfg.env_kwargs)
+        if self.env_workers is None:
+            self.env_workers = EnvWorkers(cfg.env, cfg.env_kwargs, cfg.num_env_workers)
+        return self.env_workers.make()
 
     def check_expert(self) -> None:
         """Track whether proposals hold an optimal action when the env has an expert; refuse
@@ -236,6 +246,8 @@ class Loop:
             return self._run()
         finally:
             self.store.release()
+            if self.env_workers is not None:
+                self.env_workers.close()
 
     def _run(self) -> Path:
         """The loop; returns the CSV's path."""
