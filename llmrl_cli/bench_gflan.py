@@ -151,7 +151,8 @@ def bench_gflan(cfg: RunConfig, modes: tuple[str, ...], updates: int,
     out = {"env": cfg.env, "algo": cfg.algo, "model": cfg.prior_model, "seed": cfg.seed,
            "num_envs": cfg.num_envs, "updates": updates, "rollout_steps": cfg.agent.rollout_steps,
            "minibatch_size": cfg.agent.minibatch_size, "epochs": cfg.agent.epochs,
-           "max_tree_tokens": cfg.agent.max_tree_tokens, "modes": results,
+           "max_tree_tokens": cfg.agent.max_tree_tokens,
+           "recompute_activations": cfg.agent.recompute_activations, "modes": results,
            "host": host_info(cfg.device)}
     if len(modes) > 1:
         first, last = results[modes[0]], results[modes[-1]]

@@ -51,8 +51,8 @@ AGENT_VALUES_BEFORE_ADDED = {"dataset_max_new_tokens": 10, "buffer_balance": "of
 #: Agent settings since removed, with the value under which old results match the code now
 REMOVED_AGENT_SETTINGS = {"reference_td_broadcast": False}
 #: The same inside ``agent``: the offline budget (a longer run continues a shorter one), and
-#: how many tokens a GFlan scoring forward holds (float rounding only).
-NON_IDENTITY_AGENT_KEYS = ("grad_steps", "max_tree_tokens")
+#: how GFlan lays out its forwards (float rounding at most).
+NON_IDENTITY_AGENT_KEYS = ("grad_steps", "max_tree_tokens", "recompute_activations")
 
 
 @dataclass

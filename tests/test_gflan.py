@@ -110,6 +110,30 @@ def test_tree_scores_and_gradients_equal_one_forward_per_action(setup):
         assert torch.allclose(got, reference, rtol=1e-3, atol=1e-5), (got - reference).abs().max()
 
 
+def test_recomputed_activations_give_the_same_gradient(setup):
+    _, agent, _ = setup
+    prompts, ids = _prompts(), [[agent.prior.candidate_ids(a) for a in acts] for acts in ACTIONS]
+    lora = [p for n, p in agent.model.named_parameters() if "lora" in n]
+
+    def gradient():
+        agent.model.zero_grad(set_to_none=True)
+        scores, h = score_actions(agent.model, agent.engine.prompt_ids(prompts), ids, True)
+        (torch.where(torch.isfinite(scores), scores, 0.0).sum() + agent.value(h).sum()).backward()
+        return torch.cat([p.grad.flatten() for p in lora])
+
+    kept = gradient()
+    base = agent.model.get_base_model()
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    agent.model.train(True)
+    try:
+        assert base.model.gradient_checkpointing
+        recomputed = gradient()
+    finally:
+        agent.model.train(False)
+        base.gradient_checkpointing_disable()
+    assert torch.allclose(recomputed, kept, rtol=1e-5, atol=1e-7)
+
+
 def test_adapters_off_reproduce_the_base_models_scores_exactly(setup):
     _, agent, base = setup
     off = agent.prior_scores(_prompts(), ACTIONS)

@@ -80,9 +80,12 @@ class GFlanConfig:
     lora_dropout: float = setting(0.0, "LoRA dropout", low=0, high=1)
     lora_targets: str = setting("all-linear", "LoRA's modules: all-linear or a comma-separated "
                                 "list of module names")
-    max_tree_tokens: int = setting(2048, "tokens per scoring forward: prompts and actions "
+    max_tree_tokens: int = setting(768, "tokens per scoring forward: prompts and actions "
                                    "laid out as one token tree (attention costs its square)",
                                    unit="tokens", low=1)
+    recompute_activations: bool = setting(False, "keep only each layer's input for the "
+                                          "backward pass and recompute the rest there: less "
+                                          "memory, a longer gradient step")
     value_hidden: int = setting(256, "width of the value head's hidden layer", low=1)
     eval_every: int = setting(20, "episodes between evaluations", unit="episodes", low=1)
     eval_episodes: int = setting(10, "episodes per evaluation", unit="episodes", low=1)
@@ -244,7 +247,7 @@ def score_tree(lm, tree: ActionTree, hidden: bool = False):
 
 
 def score_actions(lm, prompt_ids: list[list[int]], candidate_ids: list[list[list[int]]],
-                  hidden: bool = False, max_tree_tokens: int = 2048):
+                  hidden: bool = False, max_tree_tokens: int = 768):
     """``score_tree`` over trees of at most ``max_tree_tokens`` tokens (a state whose own tree
     is larger gets one alone): attention under the tree mask costs N^2, so a big batch runs as
     several trees. Returns ``[B, width]`` scores and ``[B, d]`` hidden states (or None)."""
@@ -324,6 +327,8 @@ class GFlanAgent:
                           target_modules=targets, bias="none", task_type="CAUSAL_LM")
         self.model = get_peft_model(base, lora)  # injects the adapters into the engine's model
         self.model.eval()  # no dropout anywhere: the policy is a deterministic function
+        if cfg.recompute_activations:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.device = base.device
         self.value = ValueHead(base.config.hidden_size, cfg.value_hidden).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -383,7 +388,13 @@ class GFlanAgent:
 
     def update(self, batch: dict) -> dict[str, float]:
         """One gradient step on a minibatch; returns the loss parts."""
-        loss, stats = self.loss(batch)
+        # transformers recomputes activations in training mode only (the model has no dropout:
+        # the mode changes nothing else)
+        self.model.train(self.cfg.recompute_activations)
+        try:
+            loss, stats = self.loss(batch)
+        finally:
+            self.model.train(False)
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
