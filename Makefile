@@ -55,8 +55,10 @@ reproduce: install
 
 # Float32 CPU kernels differ between CPU models (MKL, ATen and oneDNN pick SSE, AVX2, AVX-512
 # or AMX code), so one seed gives other last bits on another machine, and then another decision
-# at the first near tie. Under these settings the CPU results are the same on any x86-64 CPU
-# with AVX2 (one thread, generic kernels: about twice as slow). tests/test_golden.py uses them.
+# at the first near tie. Under these settings the CPU results are the same on Intel x86-64 CPUs
+# with AVX2 (one thread, generic kernels: about twice as slow); an AMD EPYC still differs in the
+# last bits (up to 9e-7 relative in losses, the same decisions), hence compare's --rtol 1e-4.
+# tests/test_golden.py uses them.
 PORTABLE_NUMERICS := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 \
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 REFERENCE_RUN := results/reproduce-quick-portable
@@ -68,7 +70,7 @@ check-reference: install
 	rm -rf $(REFERENCE_RUN)
 	env $(PORTABLE_NUMERICS) LLMRL_CACHE_DIR=$(CURDIR)/$(REFERENCE_RUN)/.cache \
 	  $(MAKE) reproduce PROFILE=quick REPRODUCE_OUT=$(REFERENCE_RUN)
-	$(BIN)/llmrl compare results/reference/quick $(REFERENCE_RUN)
+	$(BIN)/llmrl compare --rtol 1e-4 results/reference/quick $(REFERENCE_RUN)
 
 # Record results/reference/quick anew, the same way (say why in the commit message).
 reference: install

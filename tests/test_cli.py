@@ -16,7 +16,7 @@ def _run(capsys, *args):
 
 UNKNOWN_LAKE = ("llmrl: error: unknown env 'lake'; choose one of: alfworld, alfworld-pick, babyai-goto, "
                 "babyai-pickup, babyai-putnext, babyai-unlock, crafter, frozenlake, overcooked-salad, "
-                "overcooked-tomato, sokoban, textworld-cooking")
+                "overcooked-tomato, sokoban, textworld-cooking, textworld-treasure")
 
 
 @pytest.mark.parametrize("args, message", [

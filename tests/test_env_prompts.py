@@ -13,6 +13,7 @@ from llmrl_cli.prompt_walk import walk
 
 RECORDED = Path(__file__).parent / "golden" / "prompts"
 ENVS = ["babyai-goto", "babyai-pickup", "babyai-unlock", "babyai-putnext", "textworld-cooking",
+        "textworld-treasure",
         "sokoban", "crafter"]
 
 

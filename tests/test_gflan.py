@@ -107,7 +107,11 @@ def test_tree_scores_and_gradients_equal_one_forward_per_action(setup):
             assert torch.allclose(scores[i, : len(row)], torch.stack(row).detach(), atol=1e-3)
         assert torch.isinf(scores[2, 2:]).all()
         got = grads((torch.where(torch.isfinite(scores), scores, 0.0) * weights).sum())
-        assert torch.allclose(got, reference, rtol=1e-3, atol=1e-5), (got - reference).abs().max()
+        # the whole gradient to 1e-3 relative: float32 sums in another order leave it 3e-6 to
+        # 5e-5 off here, and a few of its thousands of entries more than 1e-3 of themselves on
+        # some CPUs; a wrong mask or a lost term moves it by far more
+        error = torch.linalg.vector_norm(got - reference) / torch.linalg.vector_norm(reference)
+        assert error < 1e-3, float(error)
 
 
 def test_recomputed_activations_give_the_same_gradient(setup):

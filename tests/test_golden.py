@@ -13,7 +13,10 @@ decision at the first near tie. Each case therefore runs in its own process with
 ``PORTABLE_NUMERICS`` (the Makefile's, which ``make check-reference`` uses too): MKL's
 conditional numerical reproducibility, ATen's generic kernels, oneDNN's AVX2 kernels and one
 thread, which give the same numbers on any x86-64 CPU with AVX2 (checked on one machine by
-switching MKL's instruction set between SSE4.2, AVX2 and AVX-512).
+switching MKL's instruction set between SSE4.2, AVX2 and AVX-512). Across CPU vendors they do
+not quite: the recordings (an Intel Xeon) and a run on an AMD EPYC differ by up to 9e-7 relative
+in the loss column, with every decision the same. So numbers are compared to 1e-4 relative
+(1e-6 absolute near zero); a changed decision, step count or loss formula is far outside that.
 """
 
 import os
@@ -91,4 +94,4 @@ def test_same_seed_writes_the_recorded_csv(case, tmp_path):
         table.to_csv(golden, index=False)
     recorded = pd.read_csv(golden)
     assert len(recorded) >= 2
-    pd.testing.assert_frame_equal(table, recorded, check_exact=False, rtol=1e-9, atol=1e-12)
+    pd.testing.assert_frame_equal(table, recorded, check_exact=False, rtol=1e-4, atol=1e-6)

@@ -13,6 +13,7 @@ from .frozenlake import FrozenLakeText
 from .overcooked import OvercookedSalad, OvercookedTomato
 from .sokoban import SokobanText
 from .textworld_cooking import TextWorldCooking
+from .textworld_treasure import TextWorldTreasure
 
 #: name -> (constructor, one-line description)
 REGISTRY: dict[str, tuple[type[TextEnv], str]] = {
@@ -71,6 +72,13 @@ REGISTRY: dict[str, tuple[type[TextEnv], str]] = {
         "from one ingredient in one room to three in nine rooms; the engine's admissible "
         "commands, its planner as expert (options: level=2, split=train|valid|test, games=20, "
         "horizon)",
+    ),
+    "textworld-treasure": (
+        TextWorldTreasure,
+        "TextWorld Treasure Hunter games (Cote et al. 2018; TextWorld's generator, made once "
+        "into the cache), levels 1-30: find the object among distractors, from 5 open rooms to "
+        "20 with locked doors; the engine's admissible commands, its planner as expert "
+        "(options: level=15, split=train|valid|test, games=20, horizon)",
     ),
     "sokoban": (
         SokobanText,
