@@ -470,18 +470,25 @@ def _bench_gflan(env: Optional[str], algo: str, config: Optional[Path],
     modes_out = result["modes"]
     if any("peak_cuda_mb" in m for m in modes_out.values()):
         rows.append(("peak CUDA MB", "peak_cuda_mb", "{:,}"))
-    table.add_column("")
-    for mode in modes_out:
-        table.add_column(mode, justify="right")
-    for label, key, fmt in rows:
-        table.add_row(label, *[fmt.format(modes_out[m][key]) for m in modes_out])
-    out = Console()
-    out.print(table)
+    out = _print_modes_table(table, rows, modes_out)
     host = result["host"]
     out.print(f"host: {host['cpu']}, {host['cores']} cores, {host['threads']} threads, torch "
               f"{host['torch']}" + (f", GPU {host['gpu']}" if "gpu" in host else ""))
     for what, ratio in result.get("speedups", {}).items():
         out.print(f"{chosen[0]} / {chosen[-1]} ({what.replace('_', ' ')}): {ratio:.2f}x")
+
+
+def _print_modes_table(table, rows: list[tuple[str, str, str]], modes: dict) -> Console:
+    """Print ``table`` with a column per bench mode and a row per (label, key, format); the
+    console, for the lines after it."""
+    table.add_column("")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    for label, key, fmt in rows:
+        table.add_row(label, *[fmt.format(modes[m][key]) for m in modes])
+    out = Console()
+    out.print(table)
+    return out
 
 
 def _print_bench(result: dict) -> None:
@@ -506,14 +513,7 @@ def _print_bench(result: dict) -> None:
             ("peak RSS MB", "peak_rss_mb", "{:,.0f}"), ("final eval success", "eval_success",
                                                         "{:.2f}"),
             ("final eval return", "eval_return", "{:.3f}")]
-    modes = result["modes"]
-    table.add_column("")
-    for mode in modes:
-        table.add_column(mode, justify="right")
-    for label, key, fmt in rows:
-        table.add_row(label, *[fmt.format(modes[m][key]) for m in modes])
-    out = Console()
-    out.print(table)
+    out = _print_modes_table(table, rows, result["modes"])
     host = result["host"]
     out.print(f"host: {host['cpu']} ({host.get('cpu_family_model', '?')}), "
               f"{host['cores']} cores, {host['threads']} threads, flags "
