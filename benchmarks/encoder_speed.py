@@ -1,8 +1,9 @@
 """(state, action) pairs per second through the Q-network's frozen text encoder, cold and warm.
 
 Not a test: ``.venv/bin/python benchmarks/encoder_speed.py [--device cpu|cuda] [--pairs N]
-[--call N] [--baseline REV] [--json FILE]``. The texts are Q inputs of Overcooked Tomato states
-met by random play (about 60 words each), all distinct. ``cold``: a fresh encoder encodes them
+[--call N] [--baseline REV] [--env NAME] [--json FILE]``. The texts are Q inputs of the
+states random play meets (default BabyAI GoTo: about 75 words each), all distinct (Overcooked
+Tomato, the first choice, has only 105 distinct ones). ``cold``: a fresh encoder encodes them
 in calls of ``--call`` texts (the encoder model runs on every text); ``warm``: the same calls
 again (every text from the cache). Each configuration runs in a fresh encoder; ``--baseline
 REV`` also times ``llmrl_cli/encoders.py`` as it was at git revision REV, in this process, for
@@ -27,16 +28,21 @@ from llmrl_cli.encoders import TextEncoder
 from llmrl_cli.envs import make
 
 
-def q_texts(count: int, seed: int = 0) -> list[str]:
-    """``count`` distinct Q-input texts of Overcooked Tomato states under random play."""
-    env = make("overcooked-tomato")
+def q_texts(count: int, env_name: str = "babyai-goto", seed: int = 0) -> list[str]:
+    """``count`` distinct Q-input texts of ``env_name``'s states under random play."""
+    env = make(env_name)
     rng = random.Random(seed)
     texts: dict[str, None] = {}
-    episode = 0
+    episode = steps_without_news = 0
     obs, _ = env.reset(seed=seed)
     while len(texts) < count:
+        if steps_without_news > 10_000:
+            raise SystemExit(f"{env_name} has only {len(texts)} distinct Q inputs; ask for "
+                             f"fewer --pairs or another --env")
+        known = len(texts)
         for action in obs["actions"]:
             texts[env.q_input(obs["text"], action, env.feature_task)] = None
+        steps_without_news = 0 if len(texts) > known else steps_without_news + 1
         obs, _, terminated, truncated, _ = env.step(rng.randrange(len(obs["actions"])))
         if terminated or truncated:
             episode += 1
@@ -54,6 +60,7 @@ def baseline_encoder_class(rev: str):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("encoders_baseline", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.TextEncoder
 
@@ -74,9 +81,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2048)
     parser.add_argument("--call", type=int, default=512, help="texts per encode call")
     parser.add_argument("--baseline", help="also time encoders.py at this git revision")
+    parser.add_argument("--env", default="babyai-goto", help="whose states give the texts")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
-    texts = q_texts(args.pairs)
+    texts = q_texts(args.pairs, args.env)
     words = sum(len(t.split()) for t in texts) / len(texts)
     configs = [("llmrl", TextEncoder, {})]
     if args.device.startswith("cuda"):
@@ -87,15 +95,16 @@ def main() -> None:
         configs.insert(0, (f"baseline {args.baseline}", baseline_encoder_class(args.baseline),
                            {}))
     results = []
-    print(f"{len(texts)} distinct texts, {words:.0f} words each on average, calls of {args.call}, "
-          f"device {args.device}")
+    print(f"{len(texts)} distinct texts of {args.env}, {words:.0f} words each on average, calls "
+          f"of {args.call}, device {args.device}", flush=True)
     print(f"{'encoder':32s} {'cold pairs/s':>13s} {'warm pairs/s':>13s}")
     for name, cls, kwargs in configs:
         encoder = cls(device=args.device, **kwargs)
         encoder.encode(texts[:8])  # load kernels; these 8 count as cached below
         cold = pairs_per_second(encoder, texts, args.call)
         warm = pairs_per_second(encoder, texts, args.call)
-        results.append({"encoder": name, "device": args.device, "pairs": len(texts),
+        results.append({"encoder": name, "device": args.device, "env": args.env,
+                        "pairs": len(texts),
                         "call": args.call, "cold_pairs_per_s": round(cold, 1),
                         "warm_pairs_per_s": round(warm, 1), "mean_words": round(words, 1),
                         "torch": torch.__version__})
