@@ -24,8 +24,8 @@ class Killed(Exception):
     pass
 
 
-def _cfg(tmp_path, **kw):
-    return build_config(env="frozenlake", algo="dqn", episodes=15, seed=0, device="cpu",
+def _cfg(tmp_path, episodes=15, **kw):
+    return build_config(env="frozenlake", algo="dqn", episodes=episodes, seed=0, device="cpu",
                         out=str(tmp_path / "results"), eval_overlap=False,
                         agent={"eval_every": 5, "eval_episodes": 2}, **kw)
 
@@ -110,6 +110,23 @@ def test_without_a_readable_checkpoint_a_resume_stops_with_one_line(tmp_path):
     assert message.startswith(f"{ckpt} cannot be read (") and "\n" not in message
     assert message.endswith("and there is no earlier checkpoint; pass --overwrite to run it "
                             "again")
+
+
+def test_a_finished_run_without_its_checkpoint_is_complete_and_a_longer_one_is_refused(
+        tmp_path):
+    """Committed results come without checkpoints: a rerun of the same config leaves the CSV
+    as it is; asking for more episodes cannot resume, and says so in one line."""
+    cfg = _cfg(tmp_path)
+    csv = Runner(cfg, log=lambda *_: None).run()
+    written = csv.read_text()
+    cfg.stem.with_name("seed_0.ckpt.pt").unlink()
+    cfg.stem.with_name("seed_0.ckpt.prev.pt").unlink(missing_ok=True)
+    logs = []
+    assert Runner(cfg, log=logs.append).run() == csv
+    assert logs == [f"already complete: {csv} (pass --overwrite to run it again)"]
+    assert csv.read_text() == written
+    with pytest.raises(UserError, match="exists without a checkpoint to resume from"):
+        Runner(_cfg(tmp_path, episodes=20), log=lambda *_: None).run()
 
 
 def test_evaluate_names_a_checkpoint_it_cannot_read(tmp_path):

@@ -117,9 +117,32 @@ class RunStore:
         if self.yaml_path.exists():
             self._check_identity(yaml.safe_load(self.yaml_path.read_text()))
         if not self.ckpt_path.exists():
+            finished = self._finished_by_its_csv()
+            if finished is not None:
+                return finished
             raise UserError(f"{self.csv_path} exists without a checkpoint to resume from; pass "
                             "--overwrite to replace it, or use another --experiment or --out")
         return self._load_checkpoint()
+
+    def _finished_by_its_csv(self) -> dict | None:
+        """Results kept without their checkpoint (committed results in a fresh clone, say)
+        whose CSV reached this run's budget, beside the config it came from: a state that
+        says the run is complete (the loops' "already complete"). None otherwise."""
+        if not (self.csv_path.exists() and self.yaml_path.exists()):
+            return None
+        try:
+            rows = list(csv.DictReader(io.StringIO(self.csv_path.read_text())))
+            last = int(rows[-1]["episode"])
+        except (OSError, UnicodeDecodeError, csv.Error, IndexError, KeyError, TypeError,
+                ValueError):
+            return None
+        # the offline loop counts gradient steps in its CSV's episode column
+        budget = getattr(self.cfg.agent, "grad_steps", None)
+        if not isinstance(budget, int):
+            budget = self.cfg.episodes
+        if last < budget:
+            return None
+        return {"finished": True, "episodes_done": last, "grad_steps": last}
 
     def _load_checkpoint(self) -> dict:
         """The latest readable checkpoint: the last one, else the one before it."""
