@@ -113,10 +113,11 @@ class TextWorldGames(TextEnv):
         tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        seed = game_seed(level, split, index)
         options = GameOptions()
-        options.seeds = game_seed(level, split, index)
+        options.seeds = seed
         options.path = str(tmp / "game.z8")
-        game = cls.make_game(level, split, game_seed(level, split, index), options)
+        game = cls.make_game(level, split, seed, options)
         textworld.generator.compile_game(game, options)
         try:
             tmp.rename(folder)
